@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from authz.cli import main
+
+main()

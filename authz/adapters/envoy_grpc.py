@@ -1,0 +1,183 @@
+"""Envoy ext_authz over gRPC: CheckRequest -> Request, Decision -> CheckResponse.
+
+What Envoy sends and honours is described in docs/envoy.md. In short:
+
+* ``header_map`` (sent with ``encode_raw_headers: true``) keeps repeated field
+  lines apart, so they can be joined with ", " as RFC 9110 and RFC 9421 expect;
+  the older ``headers`` map joins them with "," and is used only when
+  ``header_map`` is absent.
+* Pseudo-headers (``:authority``, ``:path``...) arrive in the same map; their
+  facts come from the typed ``http`` fields instead.
+* Envoy only tests ``status.code == OK``; a denial's HTTP status is
+  ``denied_response.status``. Every header mutation sets ``append_action``
+  explicitly so behaviour does not depend on the Envoy version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+from google.rpc import status_pb2
+
+from authz.decision import Decision, Outcome
+from authz.request import Request, split_target
+
+CheckRequest = external_auth_pb2.CheckRequest
+CheckResponse = external_auth_pb2.CheckResponse
+
+OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+
+# google.rpc.Code values for the check status (Envoy only tests OK / not OK;
+# the specific code is for logs and other callers)
+_RPC_OK = 0
+_RPC_CODE = {400: 3, 401: 16, 403: 7, 404: 7, 429: 8, 431: 3, 503: 14}
+_VALID_STATUS = set(http_status_pb2.StatusCode.values())
+
+
+class Malformed(Exception):
+    """The CheckRequest cannot be turned into a Request; carries the reason code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1 << 20) -> Request:
+    """Build the normalized Request from a CheckRequest.
+
+    :raises Malformed: missing http attributes, oversized or undecodable headers
+    """
+    attrs = check.attributes
+    if not attrs.HasField("request") or not attrs.request.HasField("http"):
+        raise Malformed("request.malformed", "CheckRequest has no attributes.request.http")
+    http = attrs.request.http
+    method = http.method
+    if not method or not method.isascii() or not method.isalpha():
+        raise Malformed("request.malformed", "missing or invalid :method")
+    raw_path = http.path
+    if not raw_path:
+        raise Malformed("request.malformed", "missing :path")
+    if len(raw_path) > max_header_bytes:
+        raise Malformed("request.too_large", "request target too large")
+
+    headers: dict[str, str] = {}
+    total = 0
+    if http.HasField("header_map"):
+        entries = http.header_map.headers
+        if len(entries) > max_headers:
+            raise Malformed("request.too_large", f"{len(entries)} header lines")
+        for hv in entries:
+            name = hv.key
+            if name[:1] == ":":
+                continue
+            raw = hv.raw_value if hv.raw_value else hv.value.encode()
+            total += len(name) + len(raw)
+            try:
+                value = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Malformed("request.bad_encoding", f"header {name!r} is not valid UTF-8") from None
+            name = name.lower()
+            value = value.strip(" \t")
+            prev = headers.get(name)
+            headers[name] = value if prev is None else f"{prev}, {value}"
+    else:
+        hmap = http.headers
+        if len(hmap) > max_headers:
+            raise Malformed("request.too_large", f"{len(hmap)} headers")
+        for name, value in hmap.items():
+            if name[:1] == ":":
+                continue
+            total += len(name) + len(value)
+            headers[name.lower()] = value
+    if total > max_header_bytes:
+        raise Malformed("request.too_large", f"{total} bytes of headers")
+    for name, value in headers.items():
+        if not _field_ok(name, value):
+            raise Malformed("request.bad_encoding", f"control characters in header {name!r}")
+
+    path, query, has_query = split_target(raw_path)
+    source = attrs.source
+    sock = source.address.socket_address
+    context = dict(attrs.context_extensions) if attrs.context_extensions else {}
+    req_time = attrs.request.time
+    return Request(
+        method=method,
+        path=path,
+        query=query,
+        has_query=has_query,
+        host=http.host.lower(),
+        scheme=http.scheme or "http",
+        protocol=http.protocol,
+        headers=headers,
+        peer_ip=sock.address,
+        peer_port=sock.port_value,
+        tls_principal=source.principal,
+        tls_certificate=source.certificate,
+        sni=attrs.tls_session.sni,
+        request_id=http.id,
+        time_ms=req_time.seconds * 1000 + req_time.nanos // 1_000_000,
+        door="grpc",
+        context=context,
+    )
+
+
+def _field_ok(name: str, value: str) -> bool:
+    # RFC 9110 5.5: CR, LF and NUL are never valid in a field value; other
+    # controls (but HTAB) are not either. Names are tokens (checked loosely).
+    if not name or not name.isprintable() or " " in name:
+        return False
+    return value.isprintable() or all(c == "\t" or (c >= " " and c != "\x7f") for c in value)
+
+
+def _hvo(name: str, value: str, action: int = OVERWRITE) -> Any:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=name, value=value), append_action=action
+    )
+
+
+def to_response(decision: Decision) -> Any:
+    """Build the CheckResponse Envoy acts on, with the decision in dynamic metadata."""
+    meta = struct_pb2.Struct()
+    ident = decision.identity
+    fields = {
+        "decision_id": decision.id,
+        "outcome": decision.outcome.value,
+        "reason": decision.reason,
+        "route": decision.route,
+        "client_ip": ident.client_ip,
+    }
+    if ident.subject:
+        fields["subject"] = ident.subject
+    if ident.key_id:
+        fields["key_id"] = ident.key_id
+    meta.update(fields)
+
+    if decision.outcome is Outcome.ALLOW:
+        ok = external_auth_pb2.OkHttpResponse(
+            headers=[_hvo(n, v) for n, v in decision.upstream_headers],
+            headers_to_remove=decision.remove_headers,
+            response_headers_to_add=[_hvo(n, v) for n, v in decision.client_headers],
+        )
+        return CheckResponse(
+            status=status_pb2.Status(code=_RPC_OK), ok_response=ok, dynamic_metadata=meta
+        )
+
+    status = decision.status if decision.status in _VALID_STATUS else 403
+    # Envoy removes a header named in denied_response.headers before adding the
+    # given values, so OVERWRITE and APPEND only differ for repeated names.
+    denied = external_auth_pb2.DeniedHttpResponse(
+        status=http_status_pb2.HttpStatus(code=status),
+        headers=[_hvo(n, v, APPEND) for n, v in decision.client_headers],
+        body=decision.body.decode(),
+    )
+    return CheckResponse(
+        status=status_pb2.Status(code=_RPC_CODE.get(decision.status, 7), message=decision.reason),
+        denied_response=denied,
+        dynamic_metadata=meta,
+    )

@@ -1,0 +1,91 @@
+"""The ``authz`` command. Thin: parse options, call the library."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.handlers
+import queue
+import sys
+
+import click
+
+from authz import __version__
+from authz.errors import ConfigError
+from authz.policy import load_policy
+from authz.settings import Settings
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="authz")
+def cli() -> None:
+    """authz: API bot-protection decision server for Envoy ext_authz and HTTP forward-auth.
+
+    Every option of `serve` also reads an AUTHZ_* environment variable
+    (--grpc-listen is AUTHZ_GRPC_LISTEN); the command line wins.
+    """
+
+
+@cli.command()
+@click.option("--config", "-c", envvar="AUTHZ_CONFIG", show_envvar=True, required=True, type=click.Path(dir_okay=False), help="Policy file (YAML).")
+@click.option("--grpc-listen", envvar="AUTHZ_GRPC_LISTEN", show_envvar=True, default="127.0.0.1:9191", show_default=True, help="host:port for gRPC: ext_authz, admin, health, reflection.")
+@click.option("--store", envvar="AUTHZ_STORE", show_envvar=True, default="memory://", show_default=True, help="State store URL: memory://.")
+@click.option("--decision-log", envvar="AUTHZ_DECISION_LOG", show_envvar=True, default="", help="Write one JSON line per decision to this file ('-' for stdout).")
+@click.option("--decision-ring", envvar="AUTHZ_DECISION_RING", show_envvar=True, default=10_000, show_default=True, type=click.IntRange(min=1), help="Recent decisions kept for the admin API.")
+@click.option("--drain", envvar="AUTHZ_DRAIN", show_envvar=True, default=0.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to keep answering after SIGTERM while health reports NOT_SERVING.")
+@click.option("--grace", envvar="AUTHZ_GRACE", show_envvar=True, default=5.0, show_default=True, type=click.FloatRange(min=0), help="Seconds in-flight checks get to finish on shutdown.")
+@click.option("--log-level", envvar="AUTHZ_LOG_LEVEL", show_envvar=True, default="info", show_default=True, type=click.Choice(LOG_LEVELS))
+@click.option("--uvloop/--no-uvloop", envvar="AUTHZ_UVLOOP", show_envvar=True, default=True, show_default=True, help="Run the event loop on uvloop when installed.")
+def serve(**options: object) -> None:
+    """Serve decisions until SIGTERM (SIGHUP reloads the policy file)."""
+    settings = Settings(**options)  # type: ignore[arg-type]
+    listener = _setup_logging(settings.log_level)
+    try:
+        run = _runner(settings.uvloop)
+        from authz.server.app import serve as serve_app
+
+        run(serve_app(settings))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        listener.stop()
+
+
+@cli.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False))
+def check_config(file: str) -> None:
+    """Validate a policy file: exit 0, or 1 with the file, line and field at fault."""
+    try:
+        policy = load_policy(file)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{file}: OK ({len(policy.routes)} routes, {len(policy.quotas)} quotas, {len(policy.authenticators)} auth methods)")
+
+
+def _runner(use_uvloop: bool):  # type: ignore[no-untyped-def]
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run
+        return uvloop.run
+    return asyncio.run
+
+
+def _setup_logging(level: str) -> logging.handlers.QueueListener:
+    """Log through a queue: the event loop never waits on stderr."""
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    listener = logging.handlers.QueueListener(q, handler)
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(q)]  # type: ignore[arg-type]
+    root.setLevel(level.upper())
+    listener.start()
+    return listener
+
+
+def main() -> None:
+    cli(prog_name="authz")

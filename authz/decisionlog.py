@@ -1,0 +1,111 @@
+"""Where decisions go after they are made, off the hot path.
+
+``DecisionLog.record(decision)`` costs an append to two deques. A background
+task drains the pending ones every ``flush_interval`` seconds, serializes them
+to JSON lines and writes them from a worker thread, so a slow disk never
+stalls a check. The ring keeps the most recent decisions for the admin API.
+
+When the writer falls behind by more than ``max_pending`` decisions, the
+oldest pending lines are dropped and counted (``dropped``) rather than letting
+memory grow: losing log lines under overload is better than losing the
+process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections import deque
+from collections.abc import Iterable
+from typing import IO
+
+from authz.decision import Decision
+
+log = logging.getLogger("authz.decisionlog")
+
+
+class DecisionLog:
+    def __init__(
+        self,
+        path: str | None = None,
+        *,
+        ring_size: int = 10_000,
+        max_pending: int = 100_000,
+        flush_interval: float = 0.2,
+    ) -> None:
+        """:param path: JSON lines file, ``-`` for standard output, None for no file."""
+        self.path = path
+        self.ring: deque[Decision] = deque(maxlen=ring_size)
+        self._by_id: dict[str, Decision] = {}
+        self._pending: deque[Decision] = deque()
+        self._max_pending = max_pending
+        self._flush_interval = flush_interval
+        self._task: asyncio.Task[None] | None = None
+        self._file: IO[str] | None = None
+        self.dropped = 0
+        self.written = 0
+
+    def record(self, decision: Decision) -> None:
+        ring = self.ring
+        if len(ring) == ring.maxlen:
+            self._by_id.pop(ring[0].id, None)
+        ring.append(decision)
+        self._by_id[decision.id] = decision
+        if self.path is not None:
+            if len(self._pending) >= self._max_pending:
+                self._pending.popleft()
+                self.dropped += 1
+            self._pending.append(decision)
+
+    def get(self, decision_id: str) -> Decision | None:
+        return self._by_id.get(decision_id)
+
+    def recent(self) -> Iterable[Decision]:
+        """Newest first."""
+        return reversed(self.ring)
+
+    async def start(self) -> None:
+        if self.path is None or self._task is not None:
+            return
+        if self.path == "-":
+            self._file = sys.stdout
+        else:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
+        self._task = asyncio.create_task(self._run(), name="decision-log")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.flush()
+        if self._file is not None and self._file is not sys.stdout:
+            self._file.close()
+        self._file = None
+
+    async def flush(self) -> None:
+        if not self._pending or self._file is None:
+            return
+        batch = list(self._pending)
+        self._pending.clear()
+        text = "".join(json.dumps(d.to_record(), separators=(",", ":")) + "\n" for d in batch)
+        await asyncio.to_thread(self._write, text)
+        self.written += len(batch)
+
+    def _write(self, text: str) -> None:
+        assert self._file is not None
+        self._file.write(text)
+        self._file.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            try:
+                await self.flush()
+            except OSError as exc:
+                log.error("cannot write the decision log %s: %s", self.path, exc)

@@ -1,0 +1,142 @@
+"""The decision pipeline: the whole product in one function.
+
+    route -> identify -> authenticate -> plan -> apply (one store call) -> judge -> respond
+
+Each stage lives in authz/stages/; the store in authz/store/. ``Engine.decide``
+never raises: malformed input becomes a deny with a reason, a store failure
+follows the route's fail-open/closed policy, and any other exception becomes
+a 503 ``internal.error`` (fail closed), logged once with the decision id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from authz.clock import Clock, SystemClock
+from authz.decision import Decision, DecisionIds
+from authz.errors import StoreError
+from authz.policy.model import Policy
+from authz.request import Request
+from authz.stages import identify, respond
+from authz.stages.authenticate import authenticate
+from authz.stages.context import Ctx
+from authz.stages.route import match_route
+from authz.store.base import Store
+
+log = logging.getLogger("authz.engine")
+
+
+class Engine:
+    """Decides requests against the current policy and store.
+
+    :param policy: the compiled policy; replace ``engine.policy`` to reload
+    :param store: where state lives
+    :param clock: read once per request
+    :param on_decision: called with every decision (decision log, metrics); must not block
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        ids: DecisionIds | None = None,
+        on_decision: Callable[[Decision], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.ids = ids or DecisionIds()
+        self.on_decision = on_decision
+
+    async def decide(self, req: Request) -> Decision:
+        started = time.perf_counter_ns()
+        ctx = Ctx(req, self.clock.now_ms(), self.ids.next())
+        route_name = ""
+        try:
+            route_name = await self._run(ctx)
+        except Exception:
+            log.exception("internal error deciding %s (decision %s); failing closed", req, ctx.id)
+            ctx.reason = None
+            ctx.refuse("internal.error")
+        decision = respond.finish(ctx, route_name, (time.perf_counter_ns() - started) // 1000)
+        if self.on_decision is not None:
+            self.on_decision(decision)
+        return decision
+
+    def malformed(self, req: Request, reason: str, detail: str) -> Decision:
+        """The decision for a request its door could not even read."""
+        ctx = Ctx(req, self.clock.now_ms(), self.ids.next())
+        ctx.refuse(reason)
+        ctx.signals.append(("request.problem", detail))
+        decision = respond.finish(ctx, "")
+        if self.on_decision is not None:
+            self.on_decision(decision)
+        return decision
+
+    async def _run(self, ctx: Ctx) -> str:
+        policy = self.policy  # one snapshot for the whole request, even across a reload
+        req = ctx.req
+
+        # 0. sanity: bounded sizes before any work that scales with them
+        limits = policy.limits
+        if len(req.headers) > limits.max_headers or len(req.path) + len(req.query) > limits.max_target_bytes:
+            ctx.refuse("request.too_large")
+            return ""
+
+        # 1. route: host, method, path -> the route's checks
+        route = match_route(policy.routes, req)
+        if route is None:
+            ctx.identity.client_ip = req.peer_ip
+            ctx.refuse("route.no_match")
+            return ""
+        ctx.route = route
+
+        # 2. identify: client address through trusted proxies; address lists
+        ctx.identity.client_ip = identify.client_ip(
+            req.peer_ip, req.headers.get("x-forwarded-for"), policy.trusted_proxies
+        )
+        if route.ip and identify.check_ip_rules(ctx, route.ip):
+            ctx.reason = "ok.ip_allowlisted"
+            return route.name
+        if ctx.reason is not None:
+            return route.name
+        if route.action != "check":
+            if route.action == "deny":
+                ctx.refuse("route.deny")
+            return route.name
+
+        # 3. authenticate: JWT / signatures / anonymous (pure CPU, cached)
+        await authenticate(ctx, route.auth, route.anonymous)
+        if ctx.reason is not None:
+            return route.name
+
+        # 4. plan: every stateful check adds its operations to one batch
+        for quota in route.quotas:
+            quota.plan(ctx, route.name)
+
+        # 5. apply: one store round trip for all of them, atomically
+        if ctx.ops:
+            try:
+                results = await self.store.apply(ctx.ops, ctx.now_ms)
+            except StoreError as exc:
+                self._store_failed(ctx, route.fail_open, exc)
+                return route.name
+            # 6. judge: each check reads its own result; the first refusal decides
+            for check, op, result in zip(ctx.checks, ctx.ops, results, strict=True):
+                check.judge(result, op, ctx)
+
+        # 7. respond (in decide): headers, body, signals
+        return route.name
+
+    def _store_failed(self, ctx: Ctx, fail_open: frozenset[str], exc: StoreError) -> None:
+        ctx.signals.append(("store.error", type(exc.__cause__ or exc).__name__))
+        closed = sorted({c.kind for c in ctx.checks if c.kind not in fail_open})
+        if closed:
+            ctx.signals.append(("store.fail_closed", ",".join(closed)))
+            ctx.refuse("store.unavailable")
+        else:
+            ctx.refuse("ok.store_unavailable")

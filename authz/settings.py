@@ -1,0 +1,48 @@
+"""Process settings: one frozen object, from command-line options or AUTHZ_* variables.
+
+Every option of ``authz serve`` has an environment twin (``--grpc-listen`` is
+``AUTHZ_GRPC_LISTEN``); the command line wins. Policy (what to decide) lives in
+the policy file; settings say how the process runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from authz.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: the policy file
+    config: str
+    #: host:port of the gRPC listener (ext_authz, admin, health, reflection)
+    grpc_listen: str = "127.0.0.1:9191"
+    #: memory:// (default)
+    store: str = "memory://"
+    #: JSON lines decision log: a path, "-" for standard output, "" for none
+    decision_log: str = ""
+    #: how many recent decisions the admin API can show
+    decision_ring: int = 10_000
+    #: seconds to keep answering after SIGTERM while health says NOT_SERVING
+    drain: float = 0.0
+    #: seconds in-flight checks get to finish after the listener closes
+    grace: float = 5.0
+    log_level: str = "info"
+    #: run the event loop on uvloop when it is installed
+    uvloop: bool = True
+
+    def validate(self) -> None:
+        host, port = split_hostport(self.grpc_listen, "grpc_listen")
+        del host, port
+        if self.decision_ring < 1:
+            raise ConfigError("settings", 0, "decision_ring", f"must be at least 1; got {self.decision_ring}")
+        if self.drain < 0 or self.grace < 0:
+            raise ConfigError("settings", 0, "drain/grace", "must not be negative")
+
+
+def split_hostport(value: str, field: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host or int(port) > 65535:
+        raise ConfigError("settings", 0, field, f"expected host:port, got {value!r}")
+    return host.strip("[]"), int(port)

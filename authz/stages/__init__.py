@@ -1,0 +1,10 @@
+"""The stages of a decision, in order (authz.pipeline runs them):
+
+1. route        stages/route.py        match the compiled policy -> Route
+2. identify     stages/identify.py     client address (trusted proxies), address lists
+3. authenticate stages/authenticate/   JWT, RFC 9421 signatures, ... (pure CPU, cached)
+4. plan         stages/quota.py, ...   stateful checks add operations to one batch
+5. apply        authz/store/           the store runs the batch: one round trip
+6. judge        each check reads its result
+7. respond      stages/respond.py      Decision with headers, body, signals
+"""

@@ -1,0 +1,129 @@
+"""Stage 3, authenticate: who proved what. Pure CPU (plus cached key fetches).
+
+A route lists the methods it accepts (``auth: [jwt:partners, signature:bots]``).
+The first method whose credentials the request carries decides: its success
+sets the identity, its failure denies with its own reason code. A request that
+carries none of them is denied ``auth.missing`` with every method's challenge,
+unless the route also accepts ``anonymous``.
+
+Each kind of method is one module of this package and registers a
+``MethodKind`` in ``KINDS``; the policy compiler asks it to compile the named
+configurations of its policy section.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from authz.stages.context import Ctx, StatefulCheck
+from authz.store.base import Op
+
+if TYPE_CHECKING:
+    from authz.policy.compile import CompileContext
+    from authz.policy.source import Node
+    from authz.request import Request
+
+
+@dataclass(slots=True)
+class AuthResult:
+    """What an authentication method found.
+
+    On failure ``reason`` is a registered reason code and ``challenge`` the
+    ``WWW-Authenticate`` value to send. On success ``subject`` / ``key_id``
+    identify the client, and ``claims`` (planned store operations with their
+    judges, e.g. a single-use nonce) join the request's one store call.
+    """
+
+    ok: bool
+    reason: str = ""
+    status: int = 0
+    challenge: str = ""
+    subject: str = ""
+    key_id: str = ""
+    claims: dict[str, Any] | None = None
+    upstream_headers: list[tuple[str, str]] = field(default_factory=list)
+    remove_headers: list[str] = field(default_factory=list)
+    signals: list[tuple[str, str]] = field(default_factory=list)
+    ops: list[tuple[Op, StatefulCheck]] = field(default_factory=list)
+
+
+class Authenticator(ABC):
+    """One configured authentication method (a JWT provider, a signature profile)."""
+
+    kind: str = ""
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.name}" if self.name else self.kind
+
+    @abstractmethod
+    def present(self, req: Request) -> bool:
+        """Does the request carry credentials of this method (even invalid ones)?"""
+
+    @abstractmethod
+    async def authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
+        """Verify the credentials. Never raises for bad input: returns a failed result."""
+
+    def challenge(self) -> str:
+        """The ``WWW-Authenticate`` value that invites this method ("" for none)."""
+        return ""
+
+
+class MethodKind(Protocol):
+    """A kind of authentication method, as the policy compiler sees it."""
+
+    #: the name routes use before the colon: ``jwt`` in ``jwt:partners``
+    kind: str
+    #: the top-level policy key holding this kind's named configurations, or None
+    section: str | None
+
+    def compile(self, name: str, node: Node, cc: CompileContext) -> Authenticator:
+        """Compile one named configuration of the section; errors name file, line, field."""
+        ...
+
+
+def registered_kinds() -> dict[str, MethodKind]:
+    """Every kind of method authz knows, by name."""
+    from authz.stages.authenticate import anonymous
+
+    kinds: list[MethodKind] = [anonymous.KIND]
+    return {k.kind: k for k in kinds}
+
+
+async def authenticate(ctx: Ctx, methods: tuple[Authenticator, ...], anonymous_ok: bool) -> None:
+    """Run the route's methods against ``ctx.req``; record identity or refusal in ``ctx``."""
+    req = ctx.req
+    for method in methods:
+        if not method.present(req):
+            continue
+        result = await method.authenticate(req, ctx)
+        ident = ctx.identity
+        ident.method = method.label
+        if result.signals:
+            ctx.signals.extend(result.signals)
+        if not result.ok:
+            ctx.refuse(result.reason, status=result.status)
+            if result.challenge:
+                ctx.deny_headers.append(("www-authenticate", result.challenge))
+            return
+        ident.subject = result.subject
+        ident.key_id = result.key_id
+        ident.claims = result.claims
+        if result.upstream_headers:
+            ctx.upstream_headers.extend(result.upstream_headers)
+        if result.remove_headers:
+            ctx.remove_headers.extend(result.remove_headers)
+        for op, check in result.ops:
+            ctx.plan(op, check)
+        return
+    if anonymous_ok:
+        ctx.identity.method = "anonymous"
+        return
+    ctx.refuse("auth.missing")
+    for method in methods:
+        value = method.challenge()
+        if value:
+            ctx.deny_headers.append(("www-authenticate", value))

@@ -1,0 +1,82 @@
+"""What the stages of one request share: the request, the clock reading, and what
+has been decided so far. One ``Ctx`` per request; stages write to it, the
+respond stage turns it into a ``Decision``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from authz.decision import Identity
+from authz.request import Request
+from authz.store.base import Op, Result
+
+if TYPE_CHECKING:
+    from authz.policy.model import Route
+
+
+class Ctx:
+    __slots__ = (
+        "req",
+        "now_ms",
+        "id",
+        "route",
+        "identity",
+        "reason",
+        "status",
+        "signals",
+        "upstream_headers",
+        "client_headers",
+        "deny_headers",
+        "remove_headers",
+        "ops",
+        "checks",
+    )
+
+    def __init__(self, req: Request, now_ms: int, decision_id: str) -> None:
+        self.req = req
+        self.now_ms = now_ms
+        self.id = decision_id
+        self.route: Route | None = None
+        self.identity = Identity()
+        #: the reason code of the first check that refused the request; None while all passed
+        self.reason: str | None = None
+        #: an HTTP status overriding the reason's default (e.g. 403 for insufficient_scope)
+        self.status = 0
+        self.signals: list[tuple[str, str]] = []
+        #: headers for the backend, on allow
+        self.upstream_headers: list[tuple[str, str]] = []
+        #: headers for the client, on allow and on deny (RateLimit, ...)
+        self.client_headers: list[tuple[str, str]] = []
+        #: headers for the client on deny only (WWW-Authenticate, Retry-After)
+        self.deny_headers: list[tuple[str, str]] = []
+        #: request headers to strip before the backend
+        self.remove_headers: list[str] = []
+        #: the state operations planned for this request, and who judges each result
+        self.ops: list[Op] = []
+        self.checks: list[StatefulCheck] = []
+
+    def refuse(self, reason: str, *, status: int = 0) -> None:
+        """Record a refusal; the first one decides the outcome."""
+        if self.reason is None:
+            self.reason = reason
+            self.status = status
+
+    def plan(self, op: Op, check: StatefulCheck) -> None:
+        """Add a state operation to the request's single store call."""
+        self.ops.append(op)
+        self.checks.append(check)
+
+
+class StatefulCheck(Protocol):
+    """Judges the result of one planned store operation."""
+
+    #: the family of the check for fail-open/closed policy: quota, replay, reputation
+    kind: str
+
+    def judge(self, result: Result, op: Op, ctx: Ctx) -> None:
+        """Read the store's result; call ``ctx.refuse`` to deny, add headers or signals."""
+        ...
+
+
+def signal(ctx: Ctx, name: str, value: Any) -> None:
+    ctx.signals.append((name, str(value)))
