@@ -1,0 +1,1 @@
+"""Helpers shared by tests, benchmarks and scripts: real processes on loopback."""
