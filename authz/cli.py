@@ -12,7 +12,7 @@ import click
 
 from authz import __version__
 from authz.errors import ConfigError
-from authz.policy import load_policy
+from authz.policy.compile import load_policy
 from authz.settings import Settings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

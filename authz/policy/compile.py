@@ -7,6 +7,7 @@ at load (regexes, CIDR tables, quota intervals, method objects) is.
 The schema, by example (examples/policy.yaml is the annotated version)::
 
     version: 1
+    keys_file: keys.yaml                    # verification keys and HMAC secrets (authz.keys)
     trusted_proxies: [10.0.0.0/8]
     limits: {max_headers: 128, max_header_bytes: 65536, max_target_bytes: 8192}
     ip_lists:
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz.errors import ConfigError
+from authz.keys import EMPTY_KEYRING, KeyRing, load_keys
 from authz.policy import source
 from authz.policy.cidr import CidrSet, load_list_file, parse_entry
 from authz.policy.model import CHECK_KINDS, DEFAULT_FAIL_OPEN, IpRules, Limits, Policy, Route
@@ -50,6 +52,8 @@ class CompileContext:
 
     file: str
     base_dir: str
+    #: verification keys and HMAC secrets by key id (the policy's keys_file)
+    keyring: KeyRing = EMPTY_KEYRING
     #: shared objects a method kind wants to keep across its configurations
     shared: dict[str, Any] = field(default_factory=dict)
 
@@ -72,10 +76,12 @@ def compile_policy(root: Node, cc: CompileContext) -> Policy:
     kinds = registered_kinds()
     sections = {k.section: k for k in kinds.values() if k.section}
     root.keys(
-        allowed={"version", "trusted_proxies", "limits", "ip_lists", "ip", "quotas", "routes", *sections},
+        allowed={"version", "keys_file", "trusted_proxies", "limits", "ip_lists", "ip", "quotas", "routes", *sections},
         required={"version", "routes"},
     )
     root.get("version").int(min=1, max=1)
+    if root.has("keys_file"):
+        cc.keyring = load_keys(cc.path(root.get("keys_file")))
 
     lists = _ip_lists(root.get("ip_lists", {}), cc)
     trusted = _trusted(root.get("trusted_proxies", []))
@@ -110,6 +116,7 @@ def compile_policy(root: Node, cc: CompileContext) -> Policy:
         ip_lists=lists,
         quotas=quotas,
         authenticators=authenticators,
+        keyring=cc.keyring,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from authz.keys import EMPTY_KEYRING, KeyRing
 from authz.policy.cidr import CidrSet
 from authz.stages.route import Match
 
@@ -62,3 +63,4 @@ class Policy:
     ip_lists: dict[str, CidrSet] = field(default_factory=dict)
     quotas: dict[str, Quota] = field(default_factory=dict)
     authenticators: dict[str, Authenticator] = field(default_factory=dict)
+    keyring: KeyRing = EMPTY_KEYRING

@@ -30,7 +30,8 @@ from authz.clock import Clock, SystemClock
 from authz.decisionlog import DecisionLog
 from authz.errors import ConfigError
 from authz.pipeline import Engine
-from authz.policy import Policy, load_policy
+from authz.policy.compile import load_policy
+from authz.policy.model import Policy
 from authz.server.admin import DecisionsService
 from authz.server.ext_authz import SERVICE_NAME as EXT_AUTHZ, AuthorizationService
 from authz.settings import Settings

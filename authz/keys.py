@@ -1,0 +1,279 @@
+"""The keyring: verification keys and HMAC secrets by key id.
+
+One key is bound to exactly one algorithm. The key found by its id decides
+how a signature or token is verified, never the request, which closes the
+algorithm-confusion family of attacks (an RSA public key used as an HMAC
+secret, ``alg: none``, an ECDSA key offered for RSA...). The loader checks
+that the material fits the algorithm (key type, curve, RSA size) when the
+file is read, so nothing on the hot path parses keys.
+
+Keys file, by example::
+
+    keys:
+      - id: bot-ed25519
+        algorithm: ed25519           # RFC 9421 name, or a JWS name (EdDSA, RS256...)
+        public_key: |                # PEM, or public_key_file: path, or jwk: {...}
+          -----BEGIN PUBLIC KEY-----
+          ...
+        subject: partner-bot         # the identity the key proves (default: the id)
+      - id: bot-hmac
+        algorithm: hmac-sha256
+        secret: c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA   # base64/base64url, or secret_file: path
+      - id: old
+        algorithm: RS256
+        public_key_file: keys/old.pem
+        status: revoked              # active (default) | revoked
+        not_after: "2027-01-01T00:00:00Z"
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+from authz.errors import ConfigError
+from authz.policy import source
+from authz.policy.source import Node
+
+#: algorithm -> (family, detail): family is hmac / rsa / ec / ed25519; detail the
+#: minimum secret length (hmac) or the curve name (ec)
+ALGORITHMS: dict[str, tuple[str, Any]] = {
+    # RFC 9421 (HTTP Message Signatures) names
+    "hmac-sha256": ("hmac", 32),
+    "ed25519": ("ed25519", None),
+    "ecdsa-p256-sha256": ("ec", "secp256r1"),
+    "ecdsa-p384-sha384": ("ec", "secp384r1"),
+    "rsa-pss-sha512": ("rsa", None),
+    "rsa-v1_5-sha256": ("rsa", None),
+    # JWS (RFC 7518, RFC 8037) names
+    "HS256": ("hmac", 32),
+    "HS384": ("hmac", 48),
+    "HS512": ("hmac", 64),
+    "RS256": ("rsa", None),
+    "RS384": ("rsa", None),
+    "RS512": ("rsa", None),
+    "PS256": ("rsa", None),
+    "PS384": ("rsa", None),
+    "PS512": ("rsa", None),
+    "ES256": ("ec", "secp256r1"),
+    "ES384": ("ec", "secp384r1"),
+    "ES512": ("ec", "secp521r1"),
+    "EdDSA": ("ed25519", None),
+}
+MIN_RSA_BITS = 2048
+
+# Text that means "this is a public key", never an HMAC secret.
+_KEY_MARKERS = (b"-----BEGIN", b"ssh-rsa", b"ssh-ed25519", b"ecdsa-sha2-", b'"kty"')
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    id: str
+    algorithm: str
+    #: HMAC secret bytes, or a ``cryptography`` public key checked against ``algorithm``
+    material: Any
+    subject: str
+    revoked: bool = False
+    not_after_ms: int | None = None
+    #: "keys.yaml:12", for messages
+    where: str = ""
+
+    @property
+    def family(self) -> str:
+        return ALGORITHMS[self.algorithm][0]
+
+    def usable(self, now_ms: int) -> bool:
+        """Not revoked and not past ``not_after``."""
+        return not self.revoked and (self.not_after_ms is None or now_ms < self.not_after_ms)
+
+
+class KeyRing:
+    """Keys by id. Immutable; a reload builds a new ring with a new ``version``."""
+
+    __slots__ = ("_keys", "version", "file")
+
+    _versions = 0
+
+    def __init__(self, keys: dict[str, Key], file: str = "") -> None:
+        self._keys = dict(keys)
+        self.file = file
+        KeyRing._versions += 1
+        self.version = KeyRing._versions
+
+    def get(self, key_id: str) -> Key | None:
+        return self._keys.get(key_id)
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self._keys.values())
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+EMPTY_KEYRING = KeyRing({})
+
+
+def load_keys(path: str) -> KeyRing:
+    """Read a keys file. Every problem is a ConfigError naming file, line and field."""
+    root = source.load(path)
+    root.keys(allowed={"keys"}, required={"keys"})
+    base_dir = os.path.dirname(os.path.abspath(path))
+    keys: dict[str, Key] = {}
+    for node in root.get("keys").items():
+        key = _key(node, base_dir)
+        if key.id in keys:
+            node.get("id").error(f"duplicate key id {key.id!r} (first at {keys[key.id].where})")
+        keys[key.id] = key
+    return KeyRing(keys, file=path)
+
+
+def _key(node: Node, base_dir: str) -> Key:
+    material_keys = {"public_key", "public_key_file", "jwk", "secret", "secret_file"}
+    node.keys(
+        allowed={"id", "algorithm", "subject", "status", "not_after", *material_keys},
+        required={"id", "algorithm"},
+    )
+    kid = node.get("id").str()
+    if len(kid) > 256 or not kid.isprintable():
+        node.get("id").error("a key id is at most 256 printable characters")
+    alg_node = node.get("algorithm")
+    algorithm = alg_node.str(choices=set(ALGORITHMS))
+    family, detail = ALGORITHMS[algorithm]
+    given = [k for k in ("public_key", "public_key_file", "jwk", "secret", "secret_file") if node.has(k)]
+    if len(given) != 1:
+        node.error(f"give exactly one of {', '.join(sorted(material_keys))}")
+    which = given[0]
+    mnode = node.get(which)
+
+    if family == "hmac":
+        if which not in ("secret", "secret_file", "jwk"):
+            mnode.error(f"{algorithm} needs a shared secret (secret, secret_file or an oct jwk), not {which}")
+        material: Any = _secret(mnode, which, base_dir)
+        if any(marker in material for marker in _KEY_MARKERS):
+            mnode.error("this secret looks like public key text; an HMAC secret must be random bytes")
+        if len(material) < detail:
+            mnode.error(f"{algorithm} needs a secret of at least {detail} bytes; got {len(material)}")
+    else:
+        if which in ("secret", "secret_file"):
+            mnode.error(f"{algorithm} needs a public key (public_key, public_key_file or jwk), not a secret")
+        material = _public_key(mnode, which, base_dir)
+        _check_fits(mnode, algorithm, family, detail, material)
+
+    status = node.get("status", "active").str(choices={"active", "revoked"})
+    not_after_ms = None
+    if node.has("not_after"):
+        na = node.get("not_after")
+        raw = na.value
+        if isinstance(raw, datetime):
+            stamp = raw
+        else:
+            try:
+                stamp = datetime.fromisoformat(na.str().replace("Z", "+00:00"))
+            except ValueError:
+                na.error(f"expected an ISO 8601 time like 2027-01-01T00:00:00Z; got {raw!r}")
+        if stamp.tzinfo is None:
+            na.error("give a time zone (Z for UTC)")
+        not_after_ms = int(stamp.timestamp() * 1000)
+    subject = node.get("subject", kid).str()
+    return Key(
+        id=kid,
+        algorithm=algorithm,
+        material=material,
+        subject=subject,
+        revoked=status == "revoked",
+        not_after_ms=not_after_ms,
+        where=f"{node.file}:{node.line}",
+    )
+
+
+def _read(mnode: Node, base_dir: str) -> bytes:
+    rel = mnode.str()
+    path = rel if os.path.isabs(rel) else os.path.join(base_dir, rel)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        mnode.error(f"cannot read {rel}: {exc.strerror or exc}")
+
+
+def _secret(mnode: Node, which: str, base_dir: str) -> bytes:
+    if which == "secret_file":
+        return _read(mnode, base_dir)
+    if which == "jwk":
+        jwk = mnode.mapping()
+        if jwk.get("kty") != "oct" or not isinstance(jwk.get("k"), str):
+            mnode.error("an HMAC jwk needs kty: oct and k")
+        text = jwk["k"]
+    else:
+        text = mnode.str()
+    try:
+        padded = text + "=" * (-len(text) % 4)
+        return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        mnode.error("not valid base64 / base64url")
+
+
+def _public_key(mnode: Node, which: str, base_dir: str) -> PublicKeyTypes:
+    if which == "jwk":
+        return _jwk_public(mnode)
+    data = _read(mnode, base_dir) if which == "public_key_file" else mnode.str().encode()
+    if b"PRIVATE KEY" in data:
+        mnode.error("this is a private key; give the public key only")
+    try:
+        return serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        pass
+    try:
+        return serialization.load_ssh_public_key(data)
+    except (ValueError, TypeError, serialization.UnsupportedAlgorithm):
+        mnode.error("not a PEM public key (SubjectPublicKeyInfo) or an OpenSSH public key")
+
+
+def _jwk_public(mnode: Node) -> PublicKeyTypes:
+    from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+    jwk = mnode.mapping()
+    if "d" in jwk:
+        mnode.error("this jwk holds a private key ('d'); give the public key only")
+    text = json.dumps(dict(jwk))
+    parsers = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}
+    kty = jwk.get("kty")
+    if kty not in parsers:
+        mnode.error(f"unsupported jwk kty {kty!r} for a public key (RSA, EC, OKP)")
+    try:
+        return parsers[kty].from_jwk(text)  # type: ignore[attr-defined,no-any-return]
+    except Exception as exc:  # PyJWT raises several types for bad JWKs
+        mnode.error(f"invalid {kty} jwk: {exc}")
+
+
+def _check_fits(mnode: Node, algorithm: str, family: str, curve: str | None, key: PublicKeyTypes) -> None:
+    if family == "rsa":
+        if not isinstance(key, rsa.RSAPublicKey):
+            mnode.error(f"{algorithm} needs an RSA public key; got {_kind(key)}")
+        if key.key_size < MIN_RSA_BITS:
+            mnode.error(f"RSA keys must have at least {MIN_RSA_BITS} bits; got {key.key_size}")
+    elif family == "ec":
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            mnode.error(f"{algorithm} needs an EC public key on {curve}; got {_kind(key)}")
+        if key.curve.name != curve:
+            mnode.error(f"{algorithm} needs curve {curve}; got {key.curve.name}")
+    elif family == "ed25519" and not isinstance(key, ed25519.Ed25519PublicKey):
+        mnode.error(f"{algorithm} needs an Ed25519 public key; got {_kind(key)}")
+
+
+def _kind(key: Any) -> str:
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"an RSA key ({key.key_size} bits)"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"an EC key on {key.curve.name}"
+    return type(key).__name__.lstrip("_")
