@@ -64,6 +64,16 @@ def check_config(file: str) -> None:
     click.echo(f"{file}: OK ({len(policy.routes)} routes, {len(policy.quotas)} quotas, {len(policy.authenticators)} auth methods)")
 
 
+@cli.command()
+def reasons() -> None:
+    """Print every reason code authz can give, as a Markdown table."""
+    from authz.decision import reasons_table
+    from authz.stages.authenticate import registered_kinds
+
+    registered_kinds()  # importing the method kinds registers their codes
+    click.echo(reasons_table(), nl=False)
+
+
 def _runner(use_uvloop: bool):  # type: ignore[no-untyped-def]
     if use_uvloop:
         try:

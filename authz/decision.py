@@ -48,12 +48,11 @@ REASONS: dict[str, Reason] = {
         _r("ok", A, 200, "Every check of the route passed."),
         _r("ok.ip_allowlisted", A, 200, "The client address is on a list whose action is `allow`; later checks were skipped."),
         _r("ok.store_unavailable", A, 200, "The store failed and every stateful check of the route fails open; allowed, tagged."),
-        _r("route.no_match", D, 404, "No route of the policy matches the request (host, method, path)."),
+        _r("route.no_match", D, 403, "No route of the policy matches the request (host, method, path)."),
         _r("route.deny", D, 403, "The matched route's action is `deny`."),
         _r("ip.denied", D, 403, "The client address is on a deny list (the list's label is a signal)."),
         _r("ip.not_allowed", D, 403, "The route admits only listed addresses and the client's is not on any list."),
         _r("auth.missing", D, 401, "The route requires authentication and the request carries no credentials of any accepted kind."),
-        _r("auth.unsupported", D, 401, "The request carries credentials of a kind the route does not accept."),
         _r("quota.exhausted", L, 429, "A request quota of the route is used up; Retry-After says when to retry."),
         _r("request.malformed", D, 400, "The request could not be understood (missing attributes, bad target, bad header syntax)."),
         _r("request.too_large", D, 431, "The request's headers or target exceed the configured limits."),
@@ -62,6 +61,14 @@ REASONS: dict[str, Reason] = {
         _r("internal.error", E, 503, "authz hit an unexpected error; it fails closed and logs the decision id."),
     )
 }
+
+
+def reasons_table() -> str:
+    """The vocabulary as a Markdown table (docs/reasons.md, ``authz reasons``)."""
+    rows = ["| code | outcome | status | meaning |", "| --- | --- | --- | --- |"]
+    for r in sorted(REASONS.values(), key=lambda r: r.code):
+        rows.append(f"| `{r.code}` | {r.outcome.value} | {r.status} | {r.description} |")
+    return "\n".join(rows) + "\n"
 
 
 def add_reasons(*reasons: Reason) -> None:

@@ -79,9 +79,12 @@ def compile_policy(root: Node, cc: CompileContext) -> Policy:
         allowed={"version", "keys_file", "trusted_proxies", "limits", "ip_lists", "ip", "quotas", "routes", *sections},
         required={"version", "routes"},
     )
-    root.get("version").int(min=1, max=1)
+    version = root.get("version")
+    if version.int() != 1:
+        version.error(f"unsupported policy version {version.value} (this authz reads version 1)")
     if root.has("keys_file"):
-        cc.keyring = load_keys(cc.path(root.get("keys_file")))
+        node = root.get("keys_file")
+        cc.keyring = load_keys(_readable(node, cc))
 
     lists = _ip_lists(root.get("ip_lists", {}), cc)
     trusted = _trusted(root.get("trusted_proxies", []))
@@ -120,6 +123,14 @@ def compile_policy(root: Node, cc: CompileContext) -> Policy:
     )
 
 
+def _readable(node: Node, cc: CompileContext) -> str:
+    """The path a file field names, refused at the field when it cannot be read."""
+    path = cc.path(node)
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        node.error(f"cannot read file {node.value!r} (looked for {path})")
+    return path
+
+
 def _name(name: str, node: Node) -> str:
     if not _NAME.match(name):
         node.error(f"invalid name {name!r}: use letters, digits, '_', '.', '-' (at most 64)")
@@ -144,7 +155,7 @@ def _ip_lists(node: Node, cc: CompileContext) -> dict[str, CidrSet]:
                 except ValueError:
                     item.error(f"not an IP address or CIDR block: {entry[0]!r}")
         if lnode.has("file"):
-            load_list_file(name, cc.path(lnode.get("file")), into=cset)
+            load_list_file(name, _readable(lnode.get("file"), cc), into=cset)
         out[name] = cset
     return out
 

@@ -41,7 +41,10 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any
             )
         if key in out:
             raise ConfigError(
-                loader.name, key_node.start_mark.line + 1, key, "duplicate key"
+                loader.name,
+                key_node.start_mark.line + 1,
+                "",
+                f"duplicate key {key!r} (first on line {out.lines[key]})",
             )
         out[key] = loader.construct_object(value_node, deep=True)
         out.lines[key] = value_node.start_mark.line + 1

@@ -1,0 +1,120 @@
+"""Policy files: every bad file is refused with file, line, field and a clear message."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from click.testing import CliRunner
+
+from authz.cli import cli
+from authz.errors import ConfigError
+from authz.policy.compile import load_policy
+
+CONFIG = pathlib.Path(__file__).parent.parent / "config"
+ROOT = pathlib.Path(__file__).parent.parent.parent
+
+# file -> exact message, with {file} the path as given and {dir} the directory of the bad files
+BAD = {
+    "bad_action.yaml": "{file}:4: routes[0].action: must be one of allow, check, deny; got 'maybe'",
+    "bad_auth_method.yaml": "{file}:4: routes[0].auth[1]: unknown authentication method 'kerberos' (known: {kinds})",
+    "bad_auth_missing.yaml": "{file}:3: routes[0]: a route with action 'check' needs 'auth' (a list such as [anonymous] or [jwt:partners])",
+    "bad_auth_on_allow.yaml": "{file}:5: routes[0].auth: a route with action 'allow' runs no checks; remove 'auth'",
+    "bad_cidr_inline.yaml": "{file}:6: ip_lists.blocked.cidrs[1]: not an IP address or CIDR block: '300.1.2.3/8'",
+    "bad_duplicate_key.yaml": "{file}:5: duplicate key 'name' (first on line 3)",
+    "bad_duplicate_route.yaml": "{file}:4: routes[1].name: route name 'api' already used on line 3",
+    "bad_host.yaml": "{file}:5: routes[0].match.hosts[0]: not a lower-case host name or *.suffix: 'API.example.com'",
+    "bad_ip_list_ref.yaml": "{file}:5: ip.deny[0]: no address list named 'blokked' in ip_lists",
+    "bad_keys_file.yaml": "{file}:2: keys_file: cannot read file 'does-not-exist.yaml' (looked for {dir}/does-not-exist.yaml)",
+    "bad_limits.yaml": "{file}:3: limits.max_headers: must be at least 1; got 0",
+    "bad_list_file.yaml": "{dir}/lists/bad.txt:3: cidr: not an IP address or CIDR block: '192.0.2.300'",
+    "bad_method.yaml": "{file}:4: routes[0].match.methods[1]: not an HTTP method: 'get' (upper case, one of CONNECT, DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, TRACE)",
+    "bad_no_routes.yaml": "{file}:2: routes: a policy needs at least one route",
+    "bad_not_a_mapping.yaml": "{file}:1: expected a mapping, got a list",
+    "bad_on_store_error.yaml": "{file}:5: routes[0].on_store_error.quota: must be one of closed, open; got 'sometimes'",
+    "bad_on_store_error_kind.yaml": "{file}:7: routes[0].on_store_error.weather: unknown check kind 'weather' (expected one of: quota, replay, reputation)",
+    "bad_path_no_slash.yaml": "{file}:5: routes[0].match.path.prefix: a path starts with '/': 'v1/'",
+    "bad_path_two_kinds.yaml": "{file}:5: routes[0].match.path: give exactly one of exact, prefix, regex",
+    "bad_quota_by.yaml": "{file}:6: quotas.per-ip.by: must be one of client, global, ip, key_id, route, subject or header:<name>; got 'colour'",
+    "bad_quota_limit.yaml": "{file}:4: quotas.per-ip.limit: expected an integer, got a string",
+    "bad_quota_ref.yaml": "{file}:7: routes[0].quota[0]: no quota named 'per-client' in quotas",
+    "bad_quota_window.yaml": "{file}:5: quotas.per-ip.window: expected a duration like 250ms, 10s, 5m or 1h; got 'fortnight'",
+    "bad_regex.yaml": "{file}:5: routes[0].match.path.regex: invalid regular expression: missing ), unterminated subpattern at position 4",
+    "bad_route_no_name.yaml": "{file}:3: routes[0]: missing required key 'name'",
+    "bad_trusted_proxy.yaml": "{file}:4: trusted_proxies[1]: not an IP address or CIDR block: 'envoy.local'",
+    "bad_unknown_top_key.yaml": "{file}:2: rutes: unknown key 'rutes' (expected one of: {top_keys})",
+    "bad_version.yaml": "{file}:1: version: unsupported policy version 2 (this authz reads version 1)",
+    "bad_yaml_syntax.yaml": "{file}:5: YAML syntax error: expected ',' or ']', but got '<stream end>'",
+}
+
+
+def _expected(name: str, path: str) -> str:
+    from authz.stages.authenticate import registered_kinds
+
+    kinds = registered_kinds()
+    top = {"ip", "ip_lists", "keys_file", "limits", "quotas", "routes", "trusted_proxies", "version"}
+    top |= {k.section for k in kinds.values() if k.section}
+    return BAD[name].format(
+        file=path,
+        dir=str(CONFIG.resolve()),
+        kinds=", ".join(sorted(kinds)),
+        top_keys=", ".join(sorted(top)),
+    )
+
+
+def test_every_bad_file_has_an_expected_message() -> None:
+    assert sorted(p.name for p in CONFIG.glob("bad_*.yaml")) == sorted(BAD)
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_policy_is_refused_with_its_exact_message(name: str) -> None:
+    path = str(CONFIG / name)
+    with pytest.raises(ConfigError) as info:
+        load_policy(path)
+    assert str(info.value) == _expected(name, path)
+
+
+@pytest.mark.parametrize("name", ["bad_quota_ref.yaml", "bad_yaml_syntax.yaml"])
+def test_check_config_exits_1_naming_file_line_field(name: str) -> None:
+    path = str(CONFIG / name)
+    result = CliRunner().invoke(cli, ["check-config", path])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {_expected(name, path)}\n"
+
+
+def test_example_policy_is_valid() -> None:
+    result = CliRunner().invoke(cli, ["check-config", str(ROOT / "examples" / "policy.yaml")])
+    assert result.exit_code == 0, result.output
+    assert ": OK (" in result.output
+
+
+def test_compiles_routes_quotas_and_lists(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "l.txt").write_text("# comment\n\n198.51.100.0/24 scanners  # trailing\n2001:db8::/32\n")
+    p = tmp_path / "p.yaml"
+    p.write_text(
+        """version: 1
+trusted_proxies: [10.0.0.0/8]
+ip_lists:
+  bad: {file: l.txt, cidrs: ["203.0.113.9 single"]}
+quotas:
+  q: {limit: 6, window: 1m, burst: 2, by: "header:x-api-key"}
+routes:
+  - name: r
+    match: {hosts: [api.example.com, "*.example.org"], methods: [GET], path: {regex: "/v[0-9]+/.*"}}
+    auth: [anonymous]
+    quota: [q]
+    on_store_error: {quota: closed, replay: open}
+"""
+    )
+    policy = load_policy(str(p))
+    (route,) = policy.routes
+    assert route.quotas[0].interval_ms == 10_000 and route.quotas[0].burst == 2
+    assert route.fail_open == frozenset({"replay", "reputation"})
+    bad = policy.ip_lists["bad"]
+    assert bad.match("198.51.100.77") == "scanners"
+    assert bad.match("203.0.113.9") == "single"
+    assert bad.match("2001:db8::5") == "bad"
+    assert bad.match("::ffff:198.51.100.1") == "scanners"
+    assert bad.match("203.0.113.10") is None
+    assert bad.match("not-an-ip") is None
+    assert policy.trusted_proxies is not None and "10.2.3.4" in policy.trusted_proxies
