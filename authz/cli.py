@@ -31,6 +31,10 @@ def cli() -> None:
 @cli.command()
 @click.option("--config", "-c", envvar="AUTHZ_CONFIG", show_envvar=True, required=True, type=click.Path(dir_okay=False), help="Policy file (YAML).")
 @click.option("--grpc-listen", envvar="AUTHZ_GRPC_LISTEN", show_envvar=True, default="127.0.0.1:9191", show_default=True, help="host:port for gRPC: ext_authz, admin, health, reflection.")
+@click.option("--http-listen", envvar="AUTHZ_HTTP_LISTEN", show_envvar=True, default="127.0.0.1:9190", show_default=True, help="host:port of the HTTP door (Envoy http_service, Traefik/Caddy forward-auth, nginx auth_request); '' turns it off.")
+@click.option("--no-http", is_flag=True, envvar="AUTHZ_NO_HTTP", show_envvar=True, help="Do not serve the HTTP door (same as --http-listen '').")
+@click.option("--http-mode", envvar="AUTHZ_HTTP_MODE", show_envvar=True, default="/envoy=envoy,/forward-auth=forward-auth,/nginx=nginx", show_default=True, help="HTTP convention per path prefix of the authorization request, '[PREFIX=]MODE[,...]' with MODE envoy|forward-auth|nginx|auto; a bare MODE covers every path. Envoy http_service: set path_prefix to the prefix (e.g. /envoy), which authz strips. Forward-auth: address http://HOST:PORT/forward-auth. nginx: proxy_pass http://HOST:PORT/nginx. GET /healthz answers 200 (503 while draining) when no prefix claims it.")
+@click.option("--http-header-timeout", envvar="AUTHZ_HTTP_HEADER_TIMEOUT", show_envvar=True, default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds an HTTP client has to send a complete request head (else 408 request.timeout).")
 @click.option("--store", envvar="AUTHZ_STORE", show_envvar=True, default="memory://", show_default=True, help="State store URL: memory://.")
 @click.option("--decision-log", envvar="AUTHZ_DECISION_LOG", show_envvar=True, default="", help="Write one JSON line per decision to this file ('-' for stdout).")
 @click.option("--decision-ring", envvar="AUTHZ_DECISION_RING", show_envvar=True, default=10_000, show_default=True, type=click.IntRange(min=1), help="Recent decisions kept for the admin API.")
@@ -40,6 +44,8 @@ def cli() -> None:
 @click.option("--uvloop/--no-uvloop", envvar="AUTHZ_UVLOOP", show_envvar=True, default=True, show_default=True, help="Run the event loop on uvloop when installed.")
 def serve(**options: object) -> None:
     """Serve decisions until SIGTERM (SIGHUP reloads the policy file)."""
+    if options.pop("no_http"):
+        options["http_listen"] = ""
     settings = Settings(**options)  # type: ignore[arg-type]
     listener = _setup_logging(settings.log_level)
     try:

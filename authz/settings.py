@@ -18,6 +18,12 @@ class Settings:
     config: str
     #: host:port of the gRPC listener (ext_authz, admin, health, reflection)
     grpc_listen: str = "127.0.0.1:9191"
+    #: host:port of the HTTP door (Envoy http_service, forward-auth, nginx auth_request); "" turns it off
+    http_listen: str = "127.0.0.1:9190"
+    #: the HTTP convention per path prefix, "[PREFIX=]MODE[,...]" (see authz/adapters/http.py)
+    http_mode: str = "/envoy=envoy,/forward-auth=forward-auth,/nginx=nginx"
+    #: seconds an HTTP client has to send a complete request head
+    http_header_timeout: float = 10.0
     #: memory:// (default)
     store: str = "memory://"
     #: JSON lines decision log: a path, "-" for standard output, "" for none
@@ -35,6 +41,16 @@ class Settings:
     def validate(self) -> None:
         host, port = split_hostport(self.grpc_listen, "grpc_listen")
         del host, port
+        if self.http_listen:
+            split_hostport(self.http_listen, "http_listen")
+        from authz.adapters.http import Modes
+
+        try:
+            Modes.parse(self.http_mode)
+        except ValueError as exc:
+            raise ConfigError("settings", 0, "http_mode", str(exc)) from None
+        if self.http_header_timeout <= 0:
+            raise ConfigError("settings", 0, "http_header_timeout", "must be positive")
         if self.decision_ring < 1:
             raise ConfigError("settings", 0, "decision_ring", f"must be at least 1; got {self.decision_ring}")
         if self.drain < 0 or self.grace < 0:

@@ -34,6 +34,7 @@ from authz.policy.compile import load_policy
 from authz.policy.model import Policy
 from authz.server.admin import DecisionsService
 from authz.server.ext_authz import SERVICE_NAME as EXT_AUTHZ, AuthorizationService
+from authz.server.http import HttpServer
 from authz.settings import Settings
 from authz.store import store_from_url
 
@@ -56,6 +57,9 @@ class App:
         self.health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.grpc_port = 0
+        self.http: HttpServer | None = None
+        self.http_port = 0
+        self._serving = False
         self.stopped = asyncio.Event()
         self._stopping = False
 
@@ -79,6 +83,8 @@ class App:
         self.grpc_port = server.add_insecure_port(self.settings.grpc_listen)
         if self.grpc_port == 0:
             raise ConfigError("settings", 0, "grpc_listen", f"cannot listen on {self.settings.grpc_listen}")
+        if self.settings.http_listen:
+            await self._start_http()  # before gRPC serves: a taken port must fail the start cleanly
         await self.decisions.start()
         await server.start()
         self.server = server
@@ -91,11 +97,22 @@ class App:
             self.store.kind,
         )
 
+    async def _start_http(self) -> None:
+        from authz.adapters.http import HttpDoor, Modes
+
+        door = HttpDoor(self.engine, Modes.parse(self.settings.http_mode), serving=lambda: self._serving)
+        self.http = HttpServer(
+            door, self.settings.http_listen, header_timeout=self.settings.http_header_timeout, grace=self.settings.grace
+        )
+        await self.http.start()
+        self.http_port = self.http.port
+
     def _listen_addr(self) -> str:
         host = self.settings.grpc_listen.rpartition(":")[0]
         return f"{host}:{self.grpc_port}"
 
     async def _set_health(self, status: Any) -> None:
+        self._serving = status == SERVING
         await self.health.set("", status)
         for name in self.service_names:
             await self.health.set(name, status)
@@ -119,8 +136,12 @@ class App:
         if self.settings.drain:
             log.info("draining for %.1fs (health NOT_SERVING)", self.settings.drain)
             await asyncio.sleep(self.settings.drain)
+        stopping = []
         if self.server is not None:
-            await self.server.stop(self.settings.grace)
+            stopping.append(self.server.stop(self.settings.grace))
+        if self.http is not None:
+            stopping.append(self.http.stop())
+        await asyncio.gather(*stopping)
         await self.decisions.stop()
         await self.store.close()
         log.info("authz stopped")
