@@ -41,7 +41,7 @@ bench: $(STAMP)
 
 ## demo: real Envoy in front of an echo upstream, with authz; prints curl lines
 demo: $(STAMP)
-	$(BIN)/python -m bench.demo
+	$(BIN)/python scripts/demo.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info authz/admin/v1/*_pb2*.py*

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import yaml
 
 from tests.support.procs import (
     ENVOY_YAML,
+    ROOT,
     EchoUpstream,
     Proc,
     envoy_binary,
@@ -301,3 +303,19 @@ def test_authz_down_fails_closed_then_recovers(stack: Stack, upstream: EchoUpstr
         time.sleep(0.1)
     assert status == 200, f"still {status} {time.monotonic() - started:.1f}s after authz restarted"
     assert upstream.count == 1
+
+
+# make demo
+
+
+def test_demo_starts_everything_and_answers_allow_and_deny() -> None:
+    """``scripts/demo.py`` (``make demo``) on free ports: its self-check must see 200 and 403."""
+    done = subprocess.run(
+        [sys.executable, ROOT / "scripts" / "demo.py", "--free-ports", "--seconds", "0.5"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "self-check: GET /healthz -> 200, GET /admin/users -> 403" in done.stdout
+    assert re.search(r"curl -i http://127\.0\.0\.1:\d+/admin/users", done.stdout)
+    assert '"reason":"route.deny"' in done.stdout  # the access log is followed
+    assert done.stdout.rstrip().endswith("stopped")
