@@ -1,0 +1,156 @@
+"""``kong_hmac``: the Kong ``hmac-auth`` plugin's request signatures, for moving off Kong.
+
+Clients that sign ``Authorization: hmac username="...", algorithm="...",
+headers="date request-line", signature="..."`` keep working unchanged: the
+``username`` is a key id of the keyring, whose secret and algorithm decide
+(``hmac-sha256`` or ``HS256`` keys verify ``hmac-sha256``; ``HS384`` and
+``HS512`` keys verify ``hmac-sha384`` / ``hmac-sha512``; ``hmac-sha1`` is
+refused). The ``X-Date`` (else ``Date``) header must be signed and within the
+clock skew, as with Kong. The draft-cavage form has no nonce; ``single_use``
+additionally refuses a second use of the same signature within the window.
+
+Policy section, by example::
+
+    kong_hmac:
+      legacy:
+        clock_skew: 300s                       # Kong's default
+        enforce_headers: [date, request-line]  # must be among the signed headers
+        keys: [alice]                          # allowed usernames (default: every HMAC key)
+        single_use: false
+        hide_credentials: false                # strip Authorization before the backend
+"""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
+
+from authz.httpsig import SignatureError, cavage
+from authz.stages.authenticate import Authenticator, AuthResult
+from authz.stages.authenticate.signature import ReplayCheck, allowed_keys
+from authz.stages.context import Ctx
+from authz.store.base import ClaimOnce
+
+if TYPE_CHECKING:
+    from authz.keys import Key, KeyRing
+    from authz.policy.compile import CompileContext
+    from authz.policy.source import Node
+    from authz.request import Request
+
+#: keyring algorithm -> the Kong algorithm name it verifies
+KEY_ALGORITHMS = {"hmac-sha256": "hmac-sha256", "HS256": "hmac-sha256", "HS384": "hmac-sha384", "HS512": "hmac-sha512"}
+MAX_AUTHORIZATION_BYTES = 4096
+_CODES = {"component_missing": "sig.component_missing"}
+
+
+class KongHmac(Authenticator):
+    kind = "kong_hmac"
+
+    def __init__(
+        self,
+        name: str,
+        keyring: KeyRing,
+        *,
+        skew_ms: int,
+        enforce: tuple[str, ...],
+        allowed_keys: frozenset[str] | None,
+        single_use: bool,
+        hide_credentials: bool,
+    ) -> None:
+        self.name = name
+        self.keyring = keyring
+        self.skew_ms = skew_ms
+        self.enforce = enforce
+        self.allowed_keys = allowed_keys
+        self.single_use = single_use
+        self.hide_credentials = hide_credentials
+        self._challenge = f'hmac realm="{name}"'
+        self._replay = ReplayCheck(self._challenge)
+
+    def present(self, req: Request) -> bool:
+        return req.headers.get("authorization", "")[:5].lower() == "hmac "
+
+    def challenge(self) -> str:
+        return self._challenge
+
+    def _fail(self, reason: str, detail: str) -> AuthResult:
+        return AuthResult(ok=False, reason=reason, challenge=self._challenge, signals=[("sig.problem", detail)])
+
+    async def authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
+        value = req.headers.get("authorization", "")
+        if len(value) > MAX_AUTHORIZATION_BYTES:
+            return self._fail("sig.malformed", "Authorization too large")
+        try:
+            params = cavage.parse_authorization(value)
+            names = cavage.signed_headers(params)
+            return self._verify(req, ctx, params, names)
+        except SignatureError as exc:
+            return self._fail(_CODES.get(exc.code, "sig.malformed"), exc.detail)
+
+    def _verify(self, req: Request, ctx: Ctx, params: dict[str, str], names: list[str]) -> AuthResult:
+        key = self._key(params["username"], ctx.now_ms)
+        if key is None:
+            return self._fail("sig.unknown_key", "username unknown or not usable")
+        algorithm = KEY_ALGORITHMS[key.algorithm]
+        if params["algorithm"].lower() != algorithm:
+            return self._fail("sig.alg_mismatch", f"algorithm {params['algorithm']!r} but the key is {algorithm}")
+        date_name = "x-date" if "x-date" in req.headers else "date"
+        date_value = req.headers.get(date_name)
+        if date_value is None:
+            return self._fail("sig.created_missing", "a Date or X-Date header is required")
+        if date_name not in names:
+            return self._fail("sig.component_missing", f"{date_name} is not signed")
+        for want in self.enforce:
+            if want not in names and not (want in ("date", "x-date") and date_name in names):
+                return self._fail("sig.component_missing", f"{want} is not signed")
+        try:
+            date_ms = int(parsedate_to_datetime(date_value).timestamp() * 1000)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return self._fail("sig.malformed", f"{date_name} is not an HTTP date")
+        if date_ms > ctx.now_ms + self.skew_ms:
+            return self._fail("sig.created_in_future", f"{date_name} ahead of the clock")
+        if ctx.now_ms - date_ms > self.skew_ms:
+            return self._fail("sig.expired", f"{date_name} older than the clock skew")
+        text = cavage.signing_string(names, req.method, req.target, req.protocol, req.headers)
+        if not cavage.matches(algorithm, key.material, text, params["signature"]):
+            return self._fail("sig.bad_signature", "signature does not verify")
+        result = AuthResult(ok=True, subject=key.subject, key_id=key.id)
+        if self.hide_credentials:
+            result.remove_headers.append("authorization")
+        if self.single_use:
+            claim = ClaimOnce(key=f"k:{key.id}:{params['signature']}", ttl_ms=2 * self.skew_ms + 1000, created_ms=date_ms)
+            result.ops.append((claim, self._replay))
+        return result
+
+    def _key(self, key_id: str, now_ms: int) -> Key | None:
+        if self.allowed_keys is not None and key_id not in self.allowed_keys:
+            return None
+        key = self.keyring.get(key_id)
+        if key is None or key.algorithm not in KEY_ALGORITHMS or not key.usable(now_ms):
+            return None
+        return key
+
+
+class _KongKind:
+    kind = "kong_hmac"
+    section = "kong_hmac"
+
+    def compile(self, name: str, node: Node, cc: CompileContext) -> Authenticator:
+        node.keys(allowed={"clock_skew", "enforce_headers", "keys", "single_use", "hide_credentials"})
+        skew_ms = node.get("clock_skew", "300s").duration_ms(min_ms=1000)
+        if skew_ms > 3_600_000:
+            node.get("clock_skew").error("at most 1h")
+        enforce = tuple(h.lower() for h in node.get("enforce_headers", []).str_list())
+        allowed = allowed_keys(node, cc, KEY_ALGORITHMS, "an HMAC algorithm")
+        return KongHmac(
+            name,
+            cc.keyring,
+            skew_ms=skew_ms,
+            enforce=enforce,
+            allowed_keys=allowed,
+            single_use=node.get("single_use", False).bool(),
+            hide_credentials=node.get("hide_credentials", False).bool(),
+        )
+
+
+KIND = _KongKind()

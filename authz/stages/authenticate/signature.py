@@ -1,0 +1,362 @@
+"""``signature``: HTTP Message Signatures (RFC 9421) with replay protection.
+
+A route that lists ``signature:<profile>`` accepts requests signed as the
+profile says. The request's ``Signature-Input`` / ``Signature`` are parsed
+(strict RFC 8941), the key named by ``keyid`` is taken from the keyring and
+*its* algorithm is used (an ``alg`` parameter that disagrees is refused), the
+profile's rules on covered components, ``created`` / ``expires``, ``nonce``
+and ``tag`` are applied, cheapest first, and only then is the signature base
+built and verified.
+
+Replay: an accepted ``(keyid, nonce)`` is claimed once in the request's single
+store call, for as long as the signature could still be accepted. The claim
+carries the signature's ``created`` time, and a store refuses claims created
+before its epoch (when its state began), so a store that lost its memory never
+reopens the window (docs/signatures.md).
+
+Policy section, by example::
+
+    signatures:
+      bots:
+        components: ["@method", "@target-uri"]   # must be covered (default)
+        body_components: [content-digest]         # also, when the request has a body (default)
+        label: sig1            # verify this label only (default: the first acceptable one)
+        tag: my-api            # required ``tag`` parameter (default: none)
+        created: required      # required | optional (default required)
+        max_age: 5m            # oldest acceptable ``created`` (default 5m)
+        clock_skew: 5s         # tolerance on created / expires (default 5s)
+        nonce: required        # required | optional (default required)
+        keys: [bot-ed25519]    # key ids this profile accepts (default: every RFC 9421 key)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from authz.decision import Outcome, Reason, add_reasons
+from authz.httpsig import (
+    Message,
+    SignatureError,
+    check_content_digest,
+    parse_signature,
+    parse_signature_input,
+    signature_base,
+    verify,
+)
+from authz.httpsig.algorithms import ALGORITHMS
+from authz.httpsig.base import SignatureInput
+from authz.httpsig.components import parse_component
+from authz.httpsig.sfv import parse_item
+from authz.stages.authenticate import Authenticator, AuthResult
+from authz.stages.context import Ctx
+from authz.store.base import ALREADY_CLAIMED, BEFORE_EPOCH, ClaimOnce, Op, Result
+
+if TYPE_CHECKING:
+    from authz.keys import Key, KeyRing
+    from authz.policy.compile import CompileContext
+    from authz.policy.source import Node
+    from authz.request import Request
+
+_D = Outcome.DENY
+add_reasons(
+    Reason("sig.missing", _D, 401, "The request carries signatures, but none with the label the profile verifies."),
+    Reason("sig.malformed", _D, 401, "Signature-Input or Signature does not parse, breaks an RFC 9421 rule, or exceeds the size limits."),
+    Reason("sig.bad_signature", _D, 401, "The signature does not verify with the key named by keyid."),
+    Reason("sig.unknown_key", _D, 401, "No usable signature key has the signature's keyid (absent, unknown, revoked, expired, not allowed)."),
+    Reason("sig.alg_mismatch", _D, 401, "The signature's alg parameter disagrees with the algorithm bound to its key."),
+    Reason("sig.component_missing", _D, 401, "A component the profile requires is not covered, or a covered component is absent from the request."),
+    Reason("sig.created_missing", _D, 401, "The profile requires the created parameter and the signature has none."),
+    Reason("sig.created_in_future", _D, 401, "The signature's created time is ahead of the clock by more than the allowed skew."),
+    Reason("sig.too_old", _D, 401, "The signature was created longer ago than the profile's max_age."),
+    Reason("sig.expired", _D, 401, "The signature's expires time has passed."),
+    Reason("sig.nonce_missing", _D, 401, "The profile requires a nonce and the signature has none."),
+    Reason("sig.tag_mismatch", _D, 401, "No signature of the request carries the tag the profile requires."),
+    Reason("sig.bad_content_digest", _D, 401, "Content-Digest is covered or required but absent or not a well-formed sha-256/sha-512 digest."),
+    Reason("sig.replay", _D, 401, "This keyid and nonce were already used, or the signature predates the store's current epoch."),
+)
+
+#: Signature-Input / Signature values longer than this are refused before parsing
+MAX_FIELD_BYTES = 8192
+#: covering one of these components covers the required one too (RFC 9421 2.2)
+SATISFIED_BY: dict[str, tuple[str, ...]] = {
+    '"@authority"': ('"@target-uri"',),
+    '"@scheme"': ('"@target-uri"',),
+    '"@path"': ('"@target-uri"', '"@request-target"'),
+    '"@query"': ('"@target-uri"', '"@request-target"'),
+}
+_SIG_CODES = {
+    "malformed": "sig.malformed",
+    "unsupported": "sig.malformed",
+    "component_missing": "sig.component_missing",
+    "bad_content_digest": "sig.bad_content_digest",
+}
+_LABEL = re.compile(r"^[a-z*][a-z0-9_.*-]{0,63}$")
+
+
+def message_of(req: Request) -> Message:
+    """The signature library's view of a normalized request (fields joined with ", ")."""
+    return Message(
+        method=req.method,
+        scheme=req.scheme,
+        authority=req.host,
+        path=req.path,
+        query=req.query,
+        has_query=req.has_query,
+        fields=req.headers,
+    )
+
+
+def has_body(req: Request) -> bool:
+    """Does the request announce a body? (The body itself is never seen.)"""
+    headers = req.headers
+    length = headers.get("content-length")
+    return (length is not None and length.strip() != "0") or "transfer-encoding" in headers
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayCheck:
+    """Judges a nonce claim: a second use, or a use the store cannot vouch for, is refused."""
+
+    challenge: str
+    kind: str = "replay"
+
+    def judge(self, result: Result, op: Op, ctx: Ctx) -> None:
+        if result == ALREADY_CLAIMED or result == BEFORE_EPOCH:
+            first = ctx.reason is None
+            ctx.refuse("sig.replay")
+            ctx.signals.append(("sig.replay", "already_claimed" if result == ALREADY_CLAIMED else "before_epoch"))
+            if first:
+                ctx.deny_headers.append(("www-authenticate", self.challenge))
+
+
+class SignatureProfile(Authenticator):
+    """One ``signatures.<name>`` profile, compiled."""
+
+    kind = "signature"
+
+    def __init__(
+        self,
+        name: str,
+        keyring: KeyRing,
+        *,
+        components: tuple[str, ...],
+        body_components: tuple[str, ...],
+        label: str | None,
+        tag: str | None,
+        created_required: bool,
+        max_age_ms: int,
+        skew_ms: int,
+        nonce_required: bool,
+        allowed_keys: frozenset[str] | None,
+    ) -> None:
+        self.name = name
+        self.keyring = keyring
+        self.components = components
+        self.body_components = body_components
+        self.want_label = label
+        self.want_tag = tag
+        self.created_required = created_required
+        self.max_age_ms = max_age_ms
+        self.skew_ms = skew_ms
+        self.nonce_required = nonce_required
+        self.allowed_keys = allowed_keys
+        self._challenge = f'Signature realm="{name}"'
+        flags = (";created" if created_required else "") + (";nonce" if nonce_required else "")
+        tag_part = f';tag="{tag}"' if tag else ""
+        self._accept = f"{label or 'sig1'}=({' '.join(components)}){flags}{tag_part}"
+        self._replay = ReplayCheck(self._challenge)
+
+    def present(self, req: Request) -> bool:
+        h = req.headers
+        return "signature-input" in h or "signature" in h
+
+    def challenge(self) -> str:
+        return self._challenge
+
+    def _fail(self, ctx: Ctx, reason: str, detail: str) -> AuthResult:
+        ctx.deny_headers.append(("accept-signature", self._accept))
+        return AuthResult(ok=False, reason=reason, challenge=self._challenge, signals=[("sig.problem", detail)])
+
+    async def authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
+        try:
+            return self._authenticate(req, ctx)
+        except SignatureError as exc:
+            return self._fail(ctx, _SIG_CODES.get(exc.code, "sig.malformed"), exc.detail)
+
+    def _authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
+        h = req.headers
+        input_value, sig_value = h.get("signature-input"), h.get("signature")
+        if input_value is None or sig_value is None:
+            return self._fail(ctx, "sig.malformed", "Signature-Input and Signature must come together")
+        if len(input_value) > MAX_FIELD_BYTES or len(sig_value) > MAX_FIELD_BYTES:
+            return self._fail(ctx, "sig.malformed", "signature fields too large")
+        inputs = parse_signature_input(input_value)
+        si = self._select(inputs)
+        if isinstance(si, str):
+            return self._fail(ctx, si, "no acceptable signature label")
+        signature = parse_signature(sig_value).get(si.label)
+        if signature is None:
+            return self._fail(ctx, "sig.malformed", f"no Signature member for label {si.label!r}")
+
+        key = self._key(si.keyid, ctx.now_ms)
+        if key is None:
+            return self._fail(ctx, "sig.unknown_key", "keyid absent, unknown or not usable")
+        if si.alg is not None and si.alg != key.algorithm:
+            return self._fail(ctx, "sig.alg_mismatch", f"alg {si.alg!r} but the key is {key.algorithm}")
+
+        problem = self._check_time(si, ctx.now_ms)
+        if problem:
+            return self._fail(ctx, problem, "created/expires outside the window")
+        if si.nonce is None and self.nonce_required:
+            return self._fail(ctx, "sig.nonce_missing", "nonce required")
+        missing = self._uncovered(si, req)
+        if missing:
+            return self._fail(ctx, "sig.component_missing", f"{missing} not covered")
+        if si.covers("content-digest"):
+            check_content_digest(h.get("content-digest"))
+
+        base = signature_base(message_of(req), si)
+        if not verify(key.algorithm, key.material, base, signature):
+            return self._fail(ctx, "sig.bad_signature", "signature does not verify")
+
+        result = AuthResult(ok=True, subject=key.subject, key_id=key.id)
+        if si.nonce is not None and si.created is not None:
+            result.ops.append((self._claim(key.id, si), self._replay))
+        return result
+
+    def _select(self, inputs: dict[str, SignatureInput]) -> SignatureInput | str:
+        """The signature to verify, or the reason there is none. Only one is verified."""
+        tag_refused = False
+        for label, si in inputs.items():
+            if self.want_label is not None and label != self.want_label:
+                continue
+            if self.want_tag is not None and si.tag != self.want_tag:
+                tag_refused = True
+                continue
+            return si
+        return "sig.tag_mismatch" if tag_refused else "sig.missing"
+
+    def _key(self, keyid: str | None, now_ms: int) -> Key | None:
+        if keyid is None or (self.allowed_keys is not None and keyid not in self.allowed_keys):
+            return None
+        key = self.keyring.get(keyid)
+        if key is None or key.algorithm not in ALGORITHMS or not key.usable(now_ms):
+            return None
+        return key
+
+    def _check_time(self, si: SignatureInput, now_ms: int) -> str:
+        skew = self.skew_ms
+        if si.created is None:
+            if self.created_required:
+                return "sig.created_missing"
+        else:
+            created_ms = si.created * 1000
+            if created_ms > now_ms + skew:
+                return "sig.created_in_future"
+            if now_ms - created_ms > self.max_age_ms + skew:
+                return "sig.too_old"
+        if si.expires is not None and now_ms > si.expires * 1000 + skew:
+            return "sig.expired"
+        return ""
+
+    def _uncovered(self, si: SignatureInput, req: Request) -> str:
+        covered = {c.text for c in si.components}
+        required = self.components + (self.body_components if has_body(req) else ())
+        for want in required:
+            if want not in covered and not any(alt in covered for alt in SATISFIED_BY.get(want, ())):
+                return want
+        return ""
+
+    def _claim(self, keyid: str, si: SignatureInput) -> ClaimOnce:
+        """Claim the nonce for as long as this signature could still be accepted."""
+        created_ms = (si.created or 0) * 1000
+        until = created_ms + self.max_age_ms + self.skew_ms
+        if si.expires is not None:
+            until = min(until, si.expires * 1000 + self.skew_ms)
+        # the ttl is counted from the request's time; cover the whole window plus skew
+        return ClaimOnce(key=f"n:{keyid}:{si.nonce}", ttl_ms=max(until - created_ms + self.skew_ms, 1), created_ms=created_ms)
+
+
+class _SignatureKind:
+    kind = "signature"
+    section = "signatures"
+
+    def compile(self, name: str, node: Node, cc: CompileContext) -> Authenticator:
+        node.keys(
+            allowed={"components", "body_components", "label", "tag", "created", "max_age", "clock_skew", "nonce", "keys"}
+        )
+        components = _components(node.get("components", ["@method", "@target-uri"]))
+        body_components = _components(node.get("body_components", ["content-digest"]))
+        label = None
+        if node.has("label"):
+            lnode = node.get("label")
+            label = lnode.str()
+            if not _LABEL.match(label):
+                lnode.error(f"not a structured-field key (lower case, at most 64): {label!r}")
+        tag = node.get("tag").str() if node.has("tag") else None
+        if tag is not None and (not tag.isascii() or '"' in tag or "\\" in tag):
+            node.get("tag").error("a tag is printable ASCII without quotes or backslashes")
+        created_required = node.get("created", "required").str(choices={"required", "optional"}) == "required"
+        nonce_node = node.get("nonce", "required")
+        nonce_required = nonce_node.str(choices={"required", "optional"}) == "required"
+        if nonce_required and not created_required:
+            nonce_node.error("a required nonce needs created: required (the replay window is counted from created)")
+        max_age_ms = node.get("max_age", "5m").duration_ms(min_ms=1000)
+        if max_age_ms > 86_400_000:
+            node.get("max_age").error("at most 1d: nonces are remembered for the whole window")
+        skew_ms = node.get("clock_skew", "5s").duration_ms()
+        if skew_ms > 600_000:
+            node.get("clock_skew").error("at most 10m")
+        allowed = allowed_keys(node, cc, ALGORITHMS, "an HTTP signature algorithm")
+        return SignatureProfile(
+            name,
+            cc.keyring,
+            components=components,
+            body_components=body_components,
+            label=label,
+            tag=tag,
+            created_required=created_required,
+            max_age_ms=max_age_ms,
+            skew_ms=skew_ms,
+            nonce_required=nonce_required,
+            allowed_keys=allowed,
+        )
+
+
+def _components(node: Node) -> tuple[str, ...]:
+    """Component identifiers from the policy, as their serialized text (``"@method"``)."""
+    out: list[str] = []
+    for item in node.items():
+        text = item.str()
+        try:
+            comp = parse_component(parse_item(text if text.startswith('"') else f'"{text}"', "component"))
+        except SignatureError as exc:
+            item.error(f"not a request component identifier: {exc.detail}")
+        if comp.text in out:
+            item.error(f"{text!r} listed twice")
+        out.append(comp.text)
+    return tuple(out)
+
+
+def allowed_keys(node: Node, cc: CompileContext, algorithms: Collection[str], what: str) -> frozenset[str] | None:
+    """The ``keys`` allow-list of a profile, each checked against the keyring; None for "any"."""
+    if not node.has("keys"):
+        if not any(k.algorithm in algorithms for k in cc.keyring):
+            node.error(f"no key in the keys file has {what} (set keys_file and add one)")
+        return None
+    allowed = set()
+    for item in node.get("keys").items():
+        kid = item.str()
+        key = cc.keyring.get(kid)
+        if key is None:
+            item.error(f"no key {kid!r} in the keys file")
+        if key.algorithm not in algorithms:
+            item.error(f"key {kid!r} is {key.algorithm}, not {what} ({', '.join(algorithms)})")
+        allowed.add(kid)
+    return frozenset(allowed)
+
+
+KIND = _SignatureKind()
