@@ -87,9 +87,9 @@ class MethodKind(Protocol):
 
 def registered_kinds() -> dict[str, MethodKind]:
     """Every kind of method authz knows, by name."""
-    from authz.stages.authenticate import anonymous, kong_hmac, signature
+    from authz.stages.authenticate import anonymous, jwt, kong_hmac, signature
 
-    kinds: list[MethodKind] = [anonymous.KIND, signature.KIND, kong_hmac.KIND]
+    kinds: list[MethodKind] = [anonymous.KIND, jwt.KIND, signature.KIND, kong_hmac.KIND]
     return {k.kind: k for k in kinds}
 
 
