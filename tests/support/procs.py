@@ -106,6 +106,8 @@ class Proc:
         self.started_at = 0.0
         self.ended_at: float | None = None
         self._final_log = ""
+        #: ports the process listens on, by role, when its starter knows them
+        self.ports: dict[str, int] = {}
 
     # lifecycle
 
@@ -253,17 +255,27 @@ def start_authz(
     """Run ``authz serve`` on a free loopback port and wait for gRPC health SERVING.
 
     ``port`` reuses a given port (to restart authz where Envoy expects it).
-    The caller owns the returned Proc (use it in ``with`` or call ``stop()``).
+    The HTTP door gets a free port too (``proc.ports["http"]``) unless
+    ``extra_args`` say ``--http-listen`` or ``--no-http``; ``proc.ports["grpc"]``
+    is the returned port. The caller owns the returned Proc (use it in
+    ``with`` or call ``stop()``).
     """
     grpc_port = port or free_port()
+    ports = {"grpc": grpc_port}
+    http_args: list[str] = []
+    if not any(a == "--no-http" or a.startswith("--http-listen") for a in extra_args):
+        ports["http"] = free_port()
+        http_args = ["--http-listen", f"{LOOPBACK}:{ports['http']}"]
     args = [
         venv_bin("authz"), "serve",
         "--config", os.fspath(policy_path),
         "--grpc-listen", f"{LOOPBACK}:{grpc_port}",
+        *http_args,
         "--log-level", "info",
         *extra_args,
     ]  # fmt: skip
     proc = Proc(args, name="authz").start()
+    proc.ports = ports
     try:
         wait_grpc_serving(f"{LOOPBACK}:{grpc_port}", timeout=timeout, proc=proc)
     except BaseException:
