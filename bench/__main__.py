@@ -71,7 +71,8 @@ def load_table(rows: list[Row]) -> str:
         if not r.measured:
             lines.append((f"({r.key})", r.title, r.note, "", "", "", "", "", ""))
             continue
-        floor = f"{_fmt_ratio(r, by_key.get(floor_key))} of ({floor_key})" if floor_key else "-"
+        ratio = _fmt_ratio(r, by_key.get(floor_key)) if floor_key else "-"
+        floor = f"{ratio} of ({floor_key})" if ratio != "-" else "-"
         lines.append(
             (f"({r.key})", r.title, f"{r.rps:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
              _fmt_ratio(r, by_key.get("a")), _fmt_ratio(r, by_key.get("b")), floor, str(r.errors))

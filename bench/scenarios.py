@@ -52,6 +52,7 @@ class Run:
     envoy: str
     workdir: Path
     jwt: tuple[str, str] = field(default_factory=make_jwks_and_token)
+    http_door: bool = field(default_factory=lambda: authz_has_http_door())
 
 
 class Skipped(Exception):
@@ -108,8 +109,12 @@ TITLES = {
 }
 
 
-def _authz_cmd(grpc_port: int, *extra: str) -> list[str]:
-    return [PY, "-m", "authz", "serve", "--config", str(BENCH_POLICY), "--grpc-listen", f"127.0.0.1:{grpc_port}", "--log-level", "warning", *extra]
+def authz_cmd(run: Run, grpc_port: int, http_port: int | None = None) -> list[str]:
+    """authz on the bench policy; its HTTP door on ``http_port``, or off (it would take a default port)."""
+    cmd = [PY, "-m", "authz", "serve", "--config", str(BENCH_POLICY), "--grpc-listen", f"127.0.0.1:{grpc_port}", "--log-level", "warning"]
+    if run.http_door:
+        cmd += ["--http-listen", f"127.0.0.1:{http_port}" if http_port else ""]
+    return cmd
 
 
 def scenario_a(run: Run) -> Row:
@@ -124,7 +129,7 @@ def scenario_b(run: Run) -> Row:
 
 def scenario_c(run: Run) -> Row:
     port = free_port()
-    with running("authz (gRPC)", run.pinning.server(_authz_cmd(port))) as server:
+    with running("authz (gRPC)", run.pinning.server(authz_cmd(run, port))) as server:
         wait_tcp(server, port)
         return _through_envoy(run, "c", TITLES["c"], [envoy_config.grpc_ext_authz("authz")], [envoy_config.cluster("authz", port, http2=True)])
 
@@ -137,10 +142,10 @@ def scenario_d(run: Run) -> Row:
 
 
 def scenario_e(run: Run) -> Row:
-    if not authz_has_http_door():
+    if not run.http_door:
         raise Skipped("skipped: authz has no --http-listen")
     port, grpc_port = free_port(), free_port()
-    with running("authz (HTTP)", run.pinning.server(_authz_cmd(grpc_port, "--http-listen", f"127.0.0.1:{port}"))) as server:
+    with running("authz (HTTP)", run.pinning.server(authz_cmd(run, grpc_port, port))) as server:
         wait_tcp(server, port)
         return _through_envoy(run, "e", TITLES["e"], [envoy_config.http_ext_authz("authz", port)], [envoy_config.cluster("authz", port, http2=False)])
 
@@ -154,7 +159,7 @@ def scenario_f(run: Run) -> Row:
 
 def scenario_g(run: Run) -> Row:
     port = free_port()
-    with running("authz (gRPC)", run.pinning.server(_authz_cmd(port))) as server:
+    with running("authz (gRPC)", run.pinning.server(authz_cmd(run, port))) as server:
         wait_tcp(server, port)
         cmd = run.pinning.client(
             [PY, "-m", "bench.grpc_load", "--target", f"127.0.0.1:{port}", "--concurrency", str(run.wrk.connections),

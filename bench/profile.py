@@ -1,0 +1,111 @@
+"""Profile authz's Check path under load: Envoy -> authz over gRPC, wrk driving, py-spy sampling authz.
+
+    python -m bench.profile --duration 10 [--native] [--top 20]
+
+Prints the functions where authz spends its samples: by own time (the frame
+that was running) and by inclusive time (on the stack). Same pinning as
+``python -m bench``; py-spy runs beside wrk on the load generator's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from bench import envoy_config, wrk
+from bench.procs import Pinning, free_port, running, wait_http_ok, wait_tcp
+from bench.scenarios import BENCH_PATH, Run, authz_cmd, envoy_binary
+
+
+def _frame(frame: str) -> str:
+    # py-spy raw frames look like "decide (authz/pipeline.py:55)"; drop the line number so a function is one row
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    path = where.rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{name} ({path})" if path else name
+
+
+def summarize(raw: str, top: int) -> str:
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [_frame(f) for f in stack.split(";")[1:]]  # the first frame is the thread name
+        if not frames:
+            continue
+        total += n
+        own[frames[-1]] += n
+        for f in set(frames):
+            inclusive[f] += n
+    if not total:
+        return "no samples"
+    out = [f"{total} samples of the busy authz thread(s)", "", "own time (the running frame):"]
+    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    out += ["", "inclusive time (anywhere on the stack):"]
+    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
+    return "\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of sampling (default 10)")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--rate", type=int, default=250, help="samples per second (default 250)")
+    p.add_argument("--native", action="store_true", help="also sample C/Cython frames (gRPC core, protobuf)")
+    p.add_argument("--top", type=int, default=20)
+    p.add_argument("--output", help="also keep py-spy's raw collapsed stacks in this file")
+    opts = p.parse_args()
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(pyspy).exists():
+        raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
+    pinning = Pinning.choose(True)
+    settings = wrk.WrkSettings(1, opts.connections, opts.duration + 4, 1.0)
+    with tempfile.TemporaryDirectory(prefix="authz-profile-") as tmp:
+        authz_port, port, admin = free_port(), free_port(), free_port()
+        config = Path(tmp) / "envoy.json"
+        config.write_text(
+            envoy_config.bootstrap(port, admin, [envoy_config.grpc_ext_authz("authz")], [envoy_config.cluster("authz", authz_port, http2=True)])
+        )
+        raw = Path(opts.output) if opts.output else Path(tmp) / "raw.txt"
+        run = Run(pinning, settings, envoy_binary(), Path(tmp))
+        with running("authz", pinning.server(authz_cmd(run, authz_port))) as server:
+            wait_tcp(server, authz_port)
+            envoy_cmd = [run.envoy, "-c", str(config), "--concurrency", "1", "--disable-hot-restart", "-l", "warning"]
+            with running("envoy", pinning.server(envoy_cmd)) as envoy:
+                wait_tcp(envoy, port, timeout=30)
+                url = f"http://127.0.0.1:{port}{BENCH_PATH}"
+                wait_http_ok(envoy, url)
+                load = subprocess.Popen(
+                    pinning.client(["wrk", "-t1", f"-c{opts.connections}", f"-d{round(opts.duration + 4)}s", url]),
+                    stdout=subprocess.DEVNULL,
+                )
+                try:
+                    subprocess.run(["sleep", "1.5"], check=True)  # let the load settle first
+                    spy = [pyspy, "record", "-p", str(server.pid), "-d", str(round(opts.duration)), "-r", str(opts.rate),
+                           "-f", "raw", "-o", str(raw)]
+                    # native unwinding must pause the process; Python-only sampling need not
+                    spy.append("--native" if opts.native else "--nonblocking")
+                    done = subprocess.run(pinning.client(spy), capture_output=True, text=True, timeout=opts.duration + 60)
+                    if done.returncode != 0:
+                        raise SystemExit(f"py-spy failed: {done.stderr.strip()[-2000:]}")
+                finally:
+                    load.wait(timeout=opts.duration + 30)
+        print(f"authz under wrk -t1 -c{opts.connections} through Envoy (gRPC ext_authz), {pinning.describe()}")
+        print(summarize(raw.read_text(), opts.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
