@@ -121,7 +121,7 @@ class Harness:
         self.keys = keys
         self.clock = FixedClock(T0)
         self.policy = load_policy(policy_path)
-        self.engine = Engine(self.policy, MemoryStore(epoch_ms=T0 - 60_000), clock=self.clock)
+        self.engine = Engine(self.policy, MemoryStore(epoch_ms=T0 - 600_000), clock=self.clock)
 
     def restart_store(self) -> None:
         """A store that lost its memory: its epoch is now."""
@@ -193,10 +193,21 @@ async def test_a_store_that_lost_its_memory_refuses_older_signatures(h: Harness)
     replay = await h.decide(URL, headers)
     assert replay.reason == "sig.replay"
     assert ("sig.replay", "before_epoch") in replay.signals
-    # signatures made after the new epoch pass
-    fresh = h.signed(URL, created=h.clock.now_ms() // 1000 + 1)
+    # a signature made within the skew before the new epoch may have been seen before it
+    near = h.signed(URL, created=h.clock.now_ms() // 1000 + 4)
+    assert (await h.decide(URL, near)).reason == "sig.replay"
+    # one made at least the skew after it passes
+    h.clock.advance(6000)
+    assert (await h.decide(URL, h.signed(URL, created=h.clock.now_ms() // 1000))).reason == "ok"
+
+
+async def test_a_future_dated_signature_is_not_replayable_across_a_restart(h: Harness) -> None:
+    # created 4 s ahead (inside the 5 s skew), used, then the store restarts before that time
+    headers = h.signed(URL, created=NOW + 4)
+    assert (await h.decide(URL, headers)).reason == "ok"
     h.clock.advance(1000)
-    assert (await h.decide(URL, fresh)).reason == "ok"
+    h.restart_store()
+    assert (await h.decide(URL, headers)).reason == "sig.replay"
 
 
 async def test_the_nonce_claim_lasts_the_whole_window(h: Harness) -> None:

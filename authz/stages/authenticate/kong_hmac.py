@@ -118,7 +118,8 @@ class KongHmac(Authenticator):
         if self.hide_credentials:
             result.remove_headers.append("authorization")
         if self.single_use:
-            claim = ClaimOnce(key=f"k:{key.id}:{params['signature']}", ttl_ms=2 * self.skew_ms + 1000, created_ms=date_ms)
+            # dated from the earliest moment it could have been accepted (see signature.py)
+            claim = ClaimOnce(key=f"k:{key.id}:{params['signature']}", ttl_ms=2 * self.skew_ms + 1000, created_ms=date_ms - self.skew_ms)
             result.ops.append((claim, self._replay))
         return result
 

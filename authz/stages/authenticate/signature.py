@@ -276,8 +276,11 @@ class SignatureProfile(Authenticator):
         until = created_ms + self.max_age_ms + self.skew_ms
         if si.expires is not None:
             until = min(until, si.expires * 1000 + self.skew_ms)
-        # the ttl is counted from the request's time; cover the whole window plus skew
-        return ClaimOnce(key=f"n:{keyid}:{si.nonce}", ttl_ms=max(until - created_ms + self.skew_ms, 1), created_ms=created_ms)
+        # The claim is dated from the earliest moment the signature could have been
+        # accepted (created minus the skew): a store whose epoch is later cannot know
+        # whether it was, and refuses it. The ttl, counted from now, covers the whole window.
+        earliest = created_ms - self.skew_ms
+        return ClaimOnce(key=f"n:{keyid}:{si.nonce}", ttl_ms=max(until - earliest, 1), created_ms=earliest)
 
 
 class _SignatureKind:
