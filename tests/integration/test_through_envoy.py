@@ -237,6 +237,20 @@ def test_denied_address_never_reaches_upstream(stack: Stack, upstream: EchoUpstr
     assert (entry["reason"], entry["client_ip"], entry["peer"]) == ("ip.denied", "127.0.0.66", "127.0.0.66")
 
 
+def test_non_utf8_header_is_denied_not_rewritten(stack: Stack, upstream: EchoUpstream) -> None:
+    # encode_raw_headers: authz sees the raw bytes (the plain map would show "!!")
+    status, headers, body = stack.get("/api/x", headers=[("x-note", b"caf\xe9")])
+    assert status == 400, body
+    assert upstream.count == 0
+    assert _json(body)["error"] == "request.bad_encoding"
+
+
+def test_oversized_headers_never_reach_authz_or_upstream(stack: Stack, upstream: EchoUpstream) -> None:
+    status, _, _ = stack.get("/api/x", headers=[("x-junk", "a" * 70_000)])
+    assert status == 431  # Envoy's own limit (60 KiB) answers first
+    assert upstream.count == 0
+
+
 def test_exhausted_quota_is_429_and_never_reaches_upstream(stack: Stack, upstream: EchoUpstream) -> None:
     client = "127.0.0.20"  # a bucket of its own
     remaining = []

@@ -541,7 +541,7 @@ class _EchoHandler(http.server.BaseHTTPRequestHandler):
 def http_request(
     url: str,
     method: str = "GET",
-    headers: Sequence[tuple[str, str]] = (),
+    headers: Sequence[tuple[str, str | bytes]] = (),
     body: bytes | None = None,
     timeout: float = 5.0,
     source: str | None = None,
@@ -549,7 +549,8 @@ def http_request(
     """Send one request on a new connection; return (status, headers with lower-cased names, body).
 
     The target is sent exactly as written (no normalisation), repeated header
-    names are sent as separate lines, and ``source`` picks the client address
+    names are sent as separate lines, a bytes value is sent as those bytes
+    (for hostile encodings), and ``source`` picks the client address
     (any 127.0.0.0/8 address plays a different client on loopback).
     """
     import http.client
