@@ -10,10 +10,13 @@ that was running) and by inclusive time (on the stack). Same pinning as
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -33,29 +36,69 @@ def _frame(frame: str) -> str:
     return f"{name} ({path})" if path else name
 
 
+def _layer(frame: str) -> str:
+    if frame.startswith("Runner.run "):  # the loop's own C code: uvloop, grpc's Cython, sockets
+        return "event loop + gRPC core (C/Cython, below Runner.run)"
+    if "(authz/" in frame:
+        return "authz code (adapters, pipeline, stages, store)"
+    if "(grpc/" in frame:
+        return "grpc Python layer"
+    if "(google/protobuf" in frame:
+        return "protobuf Python layer"
+    if "asyncio/" in frame or "inspect.py" in frame or "_weakrefset" in frame:
+        return "asyncio Python layer"
+    return "event loop + gRPC core (C/Cython, below Runner.run)"
+
+
 def summarize(raw: str, top: int) -> str:
+    """Own and inclusive time per function, over the main (event loop) thread only.
+
+    Other threads (the logging queue listener, gRPC's own) wait most of the
+    time; without --native py-spy cannot always tell waiting from working, so
+    they would only blur the picture.
+    """
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    total = 0
+    layers: Counter[str] = Counter()
+    total = other_threads = 0
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [_frame(f) for f in stack.split(";")[1:]]  # the first frame is the thread name
-        if not frames:
+        frames = [_frame(f) for f in stack.split(";")[1:]]  # the first frame is the thread
+        if not frames or any(f.startswith("Thread.run") for f in frames):
+            other_threads += n
             continue
         total += n
         own[frames[-1]] += n
+        layers[_layer(frames[-1])] += n
         for f in set(frames):
             inclusive[f] += n
     if not total:
         return "no samples"
-    out = [f"{total} samples of the busy authz thread(s)", "", "own time (the running frame):"]
+    out = [f"{total} samples of the event loop thread ({other_threads} of other threads left out)", "", "by layer (own time):"]
+    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in layers.most_common()]
+    out += ["", "own time (the running frame):"]
     out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
-    out += ["", "inclusive time (anywhere on the stack):"]
-    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
+    out += ["", "inclusive time (anywhere on the stack), authz and grpc frames:"]
+    mine = [(f, n) for f, n in inclusive.most_common() if "(authz/" in f or "(grpc/" in f][:top]
+    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in mine]
     return "\n".join(out)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _requests(admin_port: int) -> int:
+    """Requests Envoy's listener has completed (admin stats)."""
+    url = f"http://127.0.0.1:{admin_port}/stats?filter=^http\\.bench\\.downstream_rq_completed$"
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback only)
+        text = resp.read().decode()
+    return int(text.strip().rsplit(":", 1)[1])
 
 
 def main() -> int:
@@ -97,12 +140,19 @@ def main() -> int:
                            "-f", "raw", "-o", str(raw)]
                     # native unwinding must pause the process; Python-only sampling need not
                     spy.append("--native" if opts.native else "--nonblocking")
+                    cpu0 = {p.name: _cpu_seconds(p.pid) for p in (server, envoy)}
+                    rq0, t0 = _requests(admin), time.monotonic()
                     done = subprocess.run(pinning.client(spy), capture_output=True, text=True, timeout=opts.duration + 60)
+                    elapsed, requests = time.monotonic() - t0, _requests(admin) - rq0
+                    cpu = {p.name: _cpu_seconds(p.pid) - cpu0[p.name] for p in (server, envoy)}
                     if done.returncode != 0:
                         raise SystemExit(f"py-spy failed: {done.stderr.strip()[-2000:]}")
                 finally:
                     load.wait(timeout=opts.duration + 30)
         print(f"authz under wrk -t1 -c{opts.connections} through Envoy (gRPC ext_authz), {pinning.describe()}")
+        print(f"while sampling: {requests / elapsed:,.0f} req/s (py-spy{' --native pauses the process and' if opts.native else ''} costs some)")
+        for name, seconds in cpu.items():
+            print(f"  {name}: {100 * seconds / elapsed:.0f}% of a CPU, {1e6 * seconds / max(requests, 1):.0f} µs CPU per request")
         print(summarize(raw.read_text(), opts.top))
     return 0
 
