@@ -64,8 +64,13 @@ def claims(**over: Any) -> dict[str, Any]:
 
 
 def mint(alg: str = "RS256", kid: str | None = "", headers: dict[str, Any] | None = None, **claim_over: Any) -> str:
-    """A token signed by the committed key for ``alg`` (``kid=""`` means that key's kid, None none)."""
-    signing_kid = KID_FOR[alg]
+    """A token signed by the committed key ``kid`` (else the one for ``alg``).
+
+    ``kid=""`` names the signing key's kid, ``None`` names none, an unknown kid is
+    only a label on a token signed by the key for ``alg``.
+    """
+    known = kid and ((KEYS / f"{kid}.key.pem").exists() or kid.startswith("hs-"))
+    signing_kid = kid if known else KID_FOR[alg]
     hdr = dict(headers or {})
     if kid is not None:
         hdr["kid"] = kid or signing_kid
