@@ -31,7 +31,7 @@ run: $(STAMP)
 
 ## test: everything CI runs (unit, real Envoy, real redis-server, security)
 test: $(STAMP)
-	scripts/system-deps redis-server
+	scripts/system-deps redis-server nginx
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## bench: load through real Envoy with wrk, and direct gRPC load (not a test)
