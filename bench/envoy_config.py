@@ -96,12 +96,21 @@ def grpc_ext_authz(cluster_name: str) -> dict[str, Any]:
 
 
 def http_ext_authz(cluster_name: str, port: int) -> dict[str, Any]:
-    """ext_authz over plain HTTP: the original method and path are the check request; 200 allows."""
+    """ext_authz over plain HTTP, as envoy/envoy-http.yaml sets it up for authz's HTTP door.
+
+    The check request is the original method and path under ``/envoy`` (the
+    door's Envoy convention), with every request header and the client address
+    in ``x-forwarded-for``; 200 allows. The floor gets the very same requests.
+    """
     return _ext_authz(
         http_service={
             "server_uri": {"uri": f"http://127.0.0.1:{port}", "cluster": cluster_name, "timeout": CHECK_TIMEOUT},
-            "path_prefix": "",
-        }
+            "path_prefix": "/envoy",
+            "authorization_request": {
+                "headers_to_add": [{"key": "x-forwarded-for", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}]
+            },
+        },
+        allowed_headers={"patterns": [{"safe_regex": {"regex": ".*"}}]},
     )
 
 
