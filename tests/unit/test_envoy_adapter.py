@@ -1,0 +1,106 @@
+"""CheckRequest -> Request and Decision -> CheckResponse, on Envoy's real protobuf types."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.service.auth.v3 import attribute_context_pb2 as ac
+
+from authz.adapters import envoy_grpc
+from authz.decision import Decision, Identity, Outcome
+
+HV = base_pb2.HeaderValue
+
+
+def check_request(*, header_map: list[tuple[str, bytes]] | None = None, headers: dict[str, str] | None = None, path: str = "/v1/items?b=2&a=1", method: str = "GET") -> envoy_grpc.CheckRequest:
+    http = ac.AttributeContext.HttpRequest(id="42", method=method, path=path, host="API.example.com", scheme="https", protocol="HTTP/2")
+    if header_map is not None:
+        http.header_map.CopyFrom(base_pb2.HeaderMap(headers=[HV(key=k, raw_value=v) for k, v in header_map]))
+    if headers is not None:
+        http.headers.update(headers)
+    return envoy_grpc.CheckRequest(
+        attributes=ac.AttributeContext(
+            source=ac.AttributeContext.Peer(
+                address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address="203.0.113.5", port_value=4431)),
+                principal="spiffe://example.org/bot",
+            ),
+            request=ac.AttributeContext.Request(http=http),
+            context_extensions={"tenant": "a"},
+        )
+    )
+
+
+def test_header_map_repeated_lines_join_with_comma_space_and_pseudo_headers_drop() -> None:
+    req = envoy_grpc.to_request(
+        check_request(header_map=[(":authority", b"api.example.com"), (":path", b"/x"), ("accept", b"text/html"), ("Accept", b" application/json "), ("x-empty", b"")])
+    )
+    assert dict(req.headers) == {"accept": "text/html, application/json", "x-empty": ""}
+    assert (req.method, req.path, req.query, req.has_query) == ("GET", "/v1/items", "b=2&a=1", True)
+    assert (req.host, req.scheme, req.protocol, req.request_id) == ("api.example.com", "https", "HTTP/2", "42")
+    assert (req.peer_ip, req.peer_port, req.tls_principal) == ("203.0.113.5", 4431, "spiffe://example.org/bot")
+    assert dict(req.context) == {"tenant": "a"} and req.door == "grpc"
+
+
+def test_headers_map_is_used_when_header_map_is_absent() -> None:
+    req = envoy_grpc.to_request(check_request(headers={":authority": "a", "user-agent": "curl/8", "accept": "a,b"}))
+    assert dict(req.headers) == {"user-agent": "curl/8", "accept": "a,b"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"header_map": [("x", b"\xff\xfe")]}, "request.bad_encoding"),
+        ({"header_map": [("x", b"a\r\nInjected: 1")]}, "request.bad_encoding"),
+        ({"header_map": [("x", b"a\x00b")]}, "request.bad_encoding"),
+        ({"header_map": [("bad name", b"v")]}, "request.bad_encoding"),
+        ({"header_map": [(f"h{i}", b"v") for i in range(300)]}, "request.too_large"),
+        ({"header_map": [("big", b"v" * 70_000)]}, "request.too_large"),
+        ({"path": ""}, "request.malformed"),
+        ({"method": ""}, "request.malformed"),
+        ({"method": "G E T"}, "request.malformed"),
+    ],
+)
+def test_malformed_check_requests_name_a_reason(kwargs: dict[str, object], reason: str) -> None:
+    with pytest.raises(envoy_grpc.Malformed) as info:
+        envoy_grpc.to_request(check_request(**kwargs), max_headers=256, max_header_bytes=65536)  # type: ignore[arg-type]
+    assert info.value.reason == reason
+
+
+def test_missing_http_attributes_is_malformed() -> None:
+    with pytest.raises(envoy_grpc.Malformed) as info:
+        envoy_grpc.to_request(envoy_grpc.CheckRequest())
+    assert info.value.reason == "request.malformed"
+
+
+def test_tab_in_a_value_is_allowed() -> None:
+    req = envoy_grpc.to_request(check_request(header_map=[("x", b"a\tb")]))
+    assert req.headers["x"] == "a\tb"
+
+
+def test_allow_sets_overwrite_on_every_header_and_carries_metadata() -> None:
+    d = Decision(
+        id="d1", outcome=Outcome.ALLOW, status=200, reason="ok", time_ms=1, route="api",
+        identity=Identity(client_ip="203.0.113.5", subject="bot"),
+        upstream_headers=[("x-authz-subject", "bot")], client_headers=[("ratelimit", '"q";r=1;t=2')],
+        remove_headers=["x-authz-evil"],
+    )  # fmt: skip
+    resp = envoy_grpc.to_response(d)
+    assert resp.status.code == 0
+    ok = resp.ok_response
+    assert [(h.header.key, h.header.value, h.append_action) for h in ok.headers] == [("x-authz-subject", "bot", envoy_grpc.OVERWRITE)]
+    assert [(h.header.key, h.append_action) for h in ok.response_headers_to_add] == [("ratelimit", envoy_grpc.OVERWRITE)]
+    assert list(ok.headers_to_remove) == ["x-authz-evil"]
+    meta = resp.dynamic_metadata
+    assert (meta["decision_id"], meta["reason"], meta["subject"], meta["route"]) == ("d1", "ok", "bot", "api")
+
+
+@pytest.mark.parametrize(("status", "rpc"), [(401, 16), (403, 7), (429, 8), (503, 14), (400, 3)])
+def test_deny_carries_status_body_and_headers(status: int, rpc: int) -> None:
+    d = Decision(id="d2", outcome=Outcome.DENY, status=status, reason="x.y", time_ms=1, client_headers=[("www-authenticate", "Bearer"), ("x-authz-decision-id", "d2")], body=b'{"error":"x.y"}')
+    resp = envoy_grpc.to_response(d)
+    assert resp.status.code == rpc and resp.status.message == "x.y"
+    denied = resp.denied_response
+    assert denied.status.code == status
+    assert denied.body == '{"error":"x.y"}'
+    assert [(h.header.key, h.header.value) for h in denied.headers] == [("www-authenticate", "Bearer"), ("x-authz-decision-id", "d2")]
+    assert all(h.append_action == envoy_grpc.APPEND for h in denied.headers)
