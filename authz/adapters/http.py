@@ -275,23 +275,28 @@ def _auto_mode(scope: Scope) -> str:
 
 
 def _headers(raw: list[tuple[bytes, bytes]], drop: frozenset[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Decode the field lines: (kept headers, dropped convention headers), names lower-cased.
+    """Decode the field lines: (kept headers, dropped convention headers).
 
-    Repeated lines are joined with ", " (RFC 9110 5.3), as in the gRPC door.
+    Names arrive lower-cased (ASGI says so). Repeated lines are joined with
+    ", " (RFC 9110 5.3), as in the gRPC door. This runs for every request: one
+    loop, and one control-character search over all values at the end.
     """
     kept: dict[str, str] = {}
     conv: dict[str, str] = {}
-    for bname, bvalue in raw:
-        try:
-            name = bname.decode("ascii").lower()
+    values = []
+    try:
+        for bname, bvalue in raw:
+            values.append(bvalue)
+            name = bname.decode("latin-1")
             value = bvalue.decode("utf-8").strip(" \t")
-        except UnicodeDecodeError:
-            raise Malformed("request.bad_encoding", f"header {bname[:64]!r} is not valid UTF-8") from None
-        if _BAD_VALUE.search(bvalue):
-            raise Malformed("request.bad_encoding", f"control characters in header {name[:64]!r}")
-        out = conv if name in drop else kept
-        prev = out.get(name)
-        out[name] = value if prev is None else f"{prev}, {value}"
+            out = conv if name in drop else kept
+            prev = out.get(name)
+            out[name] = value if prev is None else f"{prev}, {value}"
+    except UnicodeDecodeError:
+        raise Malformed("request.bad_encoding", f"header {bname[:64].decode('latin-1')!r} is not valid UTF-8") from None
+    if _BAD_VALUE.search(b"\t".join(values)):
+        bad = next(n for n, v in raw if _BAD_VALUE.search(v))
+        raise Malformed("request.bad_encoding", f"control characters in header {bad[:64].decode('latin-1')!r}")
     return kept, conv
 
 
