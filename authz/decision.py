@@ -56,6 +56,7 @@ REASONS: dict[str, Reason] = {
         _r("quota.exhausted", L, 429, "A request quota of the route is used up; Retry-After says when to retry."),
         _r("request.malformed", D, 400, "The request could not be understood (missing attributes, bad target, bad header syntax)."),
         _r("request.too_large", D, 431, "The request's headers or target exceed the configured limits."),
+        _r("request.timeout", D, 408, "The client did not send a complete request head in time (HTTP door)."),
         _r("request.bad_encoding", D, 400, "A header name or value is not valid UTF-8 or contains control characters."),
         _r("store.unavailable", E, 503, "The state store failed and a stateful check of the route fails closed."),
         _r("internal.error", E, 503, "authz hit an unexpected error; it fails closed and logs the decision id."),

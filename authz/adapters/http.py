@@ -51,7 +51,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from authz.decision import Decision, Outcome, Reason, add_reasons
+from authz.decision import Decision, Outcome
 from authz.pipeline import Engine
 from authz.request import Request, split_target
 
@@ -71,15 +71,6 @@ DEFAULT_MODES = "/envoy=envoy,/forward-auth=forward-auth,/nginx=nginx"
 HEALTH_PATH = b"/healthz"
 #: the scope key of the raw request target, when the server provides it (authz/server/http.py does)
 RAW_TARGET = "authz.raw_target"
-
-add_reasons(
-    Reason(
-        "request.timeout",
-        Outcome.DENY,
-        408,
-        "HTTP door: the client did not send a complete request head in time.",
-    ),
-)
 
 # headers of the authorization hop itself, never part of the original request
 _HOP = frozenset(
