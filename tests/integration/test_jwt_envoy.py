@@ -1,0 +1,143 @@
+"""Bearer tokens through real Envoy and a real ``authz serve`` process.
+
+A valid RS256 or ES256 token reaches the upstream with its claims forwarded as
+headers (client-sent copies of those headers replaced or removed) and without
+the token itself; an expired token, no token, a forged token and a token
+lacking the required scope are answered at Envoy with the RFC 6750 challenge
+and never reach the upstream. Tokens are minted relative to the wall clock.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import jwt as pyjwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.integration.conftest import POLICIES
+from tests.support.jwt_tokens import AUD, ISS, b64, mint
+from tests.support.procs import ENVOY_YAML, EchoUpstream, Proc, free_port, http_request, render_envoy_config, start_authz, start_envoy
+
+pytestmark = pytest.mark.envoy
+
+POLICY = POLICIES / "jwt_envoy.yaml"
+
+
+@dataclass
+class Stack:
+    envoy: Proc
+    authz: Proc
+    base: str
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+@pytest.fixture(scope="module")
+def stack(echo_upstream: EchoUpstream) -> Iterator[Stack]:
+    authz, authz_port = start_authz(POLICY, "--no-http")
+    envoy: Proc | None = None
+    try:
+        ports = {"admin": free_port(), "ingress": free_port(), "upstream": echo_upstream.port, "authz": authz_port}
+        envoy, _ = start_envoy(render_envoy_config(ENVOY_YAML, ports))
+        yield Stack(envoy, authz, f"http://127.0.0.1:{ports['ingress']}")
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        authz.stop()
+
+
+def now_claims(**over: Any) -> dict[str, Any]:
+    """Claims valid right now (the running authz reads the wall clock)."""
+    now = int(time.time())
+    return {"iat": now - 10, "exp": now + 300, **over}
+
+
+def bearer(token: str) -> tuple[str, str]:
+    return ("authorization", f"Bearer {token}")
+
+
+def reason_of(body: bytes) -> Any:
+    return json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+def test_a_valid_token_reaches_the_upstream_with_its_claims_as_headers(stack: Stack, upstream: EchoUpstream, alg: str) -> None:
+    token = mint(alg, **now_claims(sub=f"user-{alg}", org={"id": "acme"}, roles=["buyer", "viewer"]))
+    spoofed = [("x-user", "admin"), ("x-user-email", "ceo@victim.test"), ("x-authz-subject", "admin")]
+    status, _, body = http_request(stack.url("/orders/17"), headers=[bearer(token), *spoofed])
+    assert status == 200, body
+    assert upstream.count == 1
+    seen = upstream.last()["headers"]
+    assert seen["x-authz-subject"] == f"user-{alg}"
+    assert seen["x-authz-auth"] == "jwt:partners"
+    assert seen["x-user"] == f"user-{alg}"
+    assert seen["x-org-id"] == "acme"
+    assert seen["x-user-roles"] == "buyer,viewer"
+    # the token has no email claim: the client's header is removed, not passed on
+    assert "x-user-email" not in seen
+    # remove_token: the bearer token never reaches the upstream
+    assert "authorization" not in seen
+    # one line per header: the client's copies were replaced, not appended to
+    raw = [name for name, _ in upstream.last()["raw_headers"]]
+    assert raw.count("x-user") == 1
+    assert raw.count("x-authz-subject") == 1
+
+
+def test_an_expired_token_gets_401_invalid_token(stack: Stack, upstream: EchoUpstream) -> None:
+    now = int(time.time())
+    token = mint("RS256", iat=now - 600, exp=now - 60)  # past exp by more than the 5 s leeway
+    status, headers, body = http_request(stack.url("/orders/17"), headers=[bearer(token)])
+    assert (status, reason_of(body)) == (401, "jwt.expired")
+    challenge = headers["www-authenticate"]
+    assert challenge.startswith('Bearer realm="partners"')
+    assert 'error="invalid_token"' in challenge
+    assert upstream.count == 0
+
+
+def test_no_token_gets_401_with_the_bearer_challenge(stack: Stack, upstream: EchoUpstream) -> None:
+    status, headers, body = http_request(stack.url("/orders/17"), headers=[("x-user", "admin")])
+    assert (status, reason_of(body)) == (401, "auth.missing")
+    assert headers["www-authenticate"] == 'Bearer realm="partners"'
+    assert upstream.count == 0
+
+
+def test_a_token_of_another_key_with_an_unknown_kid_is_refused(stack: Stack, upstream: EchoUpstream) -> None:
+    # rsa-2 is a real, well-formed key, but not in this provider's JWKS
+    token = mint("RS256", kid="rsa-2", **now_claims(sub="admin"))
+    status, headers, body = http_request(stack.url("/orders/17"), headers=[bearer(token)])
+    assert (status, reason_of(body)) == (401, "jwt.unknown_kid")
+    assert 'error="invalid_token"' in headers["www-authenticate"]
+    assert upstream.count == 0
+
+
+@pytest.mark.parametrize("kid", ["rsa-1", "ec-1"])
+def test_a_token_forged_under_a_known_kid_is_refused(stack: Stack, upstream: EchoUpstream, kid: str) -> None:
+    claims = {"iss": ISS, "aud": AUD, "sub": "admin", "scope": "orders:read", **now_claims()}
+    if kid == "rsa-1":
+        forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        token = pyjwt.encode(claims, forger, algorithm="RS256", headers={"kid": kid})
+    else:
+        # a genuine ec-1 signature over other claims, spliced onto an elevated payload
+        genuine = mint("ES256", **now_claims(sub="user-42")).split(".")
+        token = ".".join([genuine[0], b64(json.dumps(claims)), genuine[2]])
+    status, headers, body = http_request(stack.url("/orders/17"), headers=[bearer(token)])
+    assert (status, reason_of(body)) == (401, "jwt.bad_signature")
+    assert 'error="invalid_token"' in headers["www-authenticate"]
+    assert upstream.count == 0
+
+
+def test_a_token_without_the_required_scope_gets_403(stack: Stack, upstream: EchoUpstream) -> None:
+    token = mint("ES256", **now_claims(scope="profile orders:write"))
+    status, headers, body = http_request(stack.url("/orders/17"), headers=[bearer(token)])
+    assert (status, reason_of(body)) == (403, "jwt.insufficient_scope")
+    challenge = headers["www-authenticate"]
+    assert challenge.startswith('Bearer realm="partners"')
+    assert 'error="insufficient_scope"' in challenge
+    assert 'scope="orders:read"' in challenge
+    assert upstream.count == 0
