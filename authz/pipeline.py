@@ -115,6 +115,7 @@ class Engine:
             return route.name
 
         # 4. plan: every stateful check adds its operations to one batch
+        #    (replay claims were planned by the authentication method above)
         for quota in route.quotas:
             quota.plan(ctx, route.name)
 

@@ -2,8 +2,10 @@
 
 1. route        stages/route.py        match the compiled policy -> Route
 2. identify     stages/identify.py     client address (trusted proxies), address lists
-3. authenticate stages/authenticate/   JWT, RFC 9421 signatures, ... (pure CPU, cached)
-4. plan         stages/quota.py, ...   stateful checks add operations to one batch
+3. authenticate stages/authenticate/   JWT, RFC 9421 signatures, Kong hmac (pure CPU, cached)
+4. plan         stages/replay.py       single-use claims (nonces, jti) planned by the methods
+                stages/quota.py        token buckets
+                                       ... all as operations of one batch
 5. apply        authz/store/           the store runs the batch: one round trip
 6. judge        each check reads its result
 7. respond      stages/respond.py      Decision with headers, body, signals

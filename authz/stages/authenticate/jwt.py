@@ -56,7 +56,8 @@ from authz.stages.authenticate.jwks import (
     parse_jwks,
     strict_json,
 )
-from authz.store.base import ALREADY_CLAIMED, BEFORE_EPOCH, ClaimOnce, Op, Result
+from authz.stages.replay import ReplayCheck
+from authz.store.base import ClaimOnce
 
 if TYPE_CHECKING:
     from authz.policy.compile import CompileContext
@@ -256,6 +257,10 @@ class JwtAuthenticator(Authenticator):
         # (KeyRing, ids) kept so keyring changes are seen through the ring's own objects
         self._ring = keyring_view
         self._ring_cache: tuple[Any, int, KeySet] | None = None
+        self._replay = ReplayCheck(
+            "jwt.replay",
+            f'Bearer realm="{provider.realm}", error="invalid_token", error_description="token already used"',
+        )
         self.hits = 0
         self.misses = 0
 
@@ -285,7 +290,7 @@ class JwtAuthenticator(Authenticator):
         )
         if self.p.single_use:
             ttl = max(verified.exp_ms + self.p.leeway_ms - ctx.now_ms, 1)
-            result.ops.append((ClaimOnce(verified.jti_key, ttl, verified.iat_ms), ReplayCheck(self.p.realm)))
+            result.ops.append((ClaimOnce(verified.jti_key, ttl, verified.iat_ms), self._replay))
         return result
 
     def _refusal(self, f: Failure) -> AuthResult:
@@ -554,27 +559,6 @@ def _header_value(value: Any) -> str | None:
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text) or len(text) > 4096:
         return None
     return text
-
-
-class ReplayCheck:
-    """Judges a single-use ``jti`` claim: a second use, or a use the store cannot vouch for, is a replay."""
-
-    kind = "replay"
-
-    def __init__(self, realm: str) -> None:
-        self.realm = realm
-
-    def judge(self, result: Result, op: Op, ctx: Ctx) -> None:
-        if result == ALREADY_CLAIMED or result == BEFORE_EPOCH:
-            ctx.refuse("jwt.replay")
-            ctx.deny_headers.append(
-                (
-                    "www-authenticate",
-                    f'Bearer realm="{self.realm}", error="invalid_token", error_description="token already used"',
-                )
-            )
-            if result == BEFORE_EPOCH:
-                ctx.signals.append(("jwt.replay", "before_store_epoch"))
 
 
 # -- configuration ---------------------------------------------------------------

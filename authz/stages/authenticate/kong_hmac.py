@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 
 from authz.httpsig import SignatureError, cavage
 from authz.stages.authenticate import Authenticator, AuthResult
-from authz.stages.authenticate.signature import ReplayCheck, allowed_keys
+from authz.stages.authenticate.signature import allowed_keys
+from authz.stages.replay import ReplayCheck
 from authz.stages.context import Ctx
 from authz.store.base import ClaimOnce
 
@@ -65,7 +66,7 @@ class KongHmac(Authenticator):
         self.single_use = single_use
         self.hide_credentials = hide_credentials
         self._challenge = f'hmac realm="{name}"'
-        self._replay = ReplayCheck(self._challenge)
+        self._replay = ReplayCheck("sig.replay", self._challenge)
 
     def present(self, req: Request) -> bool:
         return req.headers.get("authorization", "")[:5].lower() == "hmac "

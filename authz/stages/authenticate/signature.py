@@ -52,7 +52,8 @@ from authz.httpsig.components import parse_component
 from authz.httpsig.sfv import parse_item
 from authz.stages.authenticate import Authenticator, AuthResult
 from authz.stages.context import Ctx
-from authz.store.base import ALREADY_CLAIMED, BEFORE_EPOCH, ClaimOnce, Op, Result
+from authz.stages.replay import ReplayCheck
+from authz.store.base import ClaimOnce
 
 if TYPE_CHECKING:
     from authz.keys import Key, KeyRing
@@ -116,22 +117,6 @@ def has_body(req: Request) -> bool:
     return (length is not None and length.strip() != "0") or "transfer-encoding" in headers
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayCheck:
-    """Judges a nonce claim: a second use, or a use the store cannot vouch for, is refused."""
-
-    challenge: str
-    kind: str = "replay"
-
-    def judge(self, result: Result, op: Op, ctx: Ctx) -> None:
-        if result == ALREADY_CLAIMED or result == BEFORE_EPOCH:
-            first = ctx.reason is None
-            ctx.refuse("sig.replay")
-            ctx.signals.append(("sig.replay", "already_claimed" if result == ALREADY_CLAIMED else "before_epoch"))
-            if first:
-                ctx.deny_headers.append(("www-authenticate", self.challenge))
-
-
 class SignatureProfile(Authenticator):
     """One ``signatures.<name>`` profile, compiled."""
 
@@ -167,7 +152,7 @@ class SignatureProfile(Authenticator):
         flags = (";created" if created_required else "") + (";nonce" if nonce_required else "")
         tag_part = f';tag="{tag}"' if tag else ""
         self._accept = f"{label or 'sig1'}=({' '.join(components)}){flags}{tag_part}"
-        self._replay = ReplayCheck(self._challenge)
+        self._replay = ReplayCheck("sig.replay", self._challenge)
 
     def present(self, req: Request) -> bool:
         h = req.headers
