@@ -27,6 +27,7 @@ import logging
 import socket
 from typing import Any
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -36,6 +37,10 @@ from authz.request import Request
 from authz.settings import split_hostport
 
 log = logging.getLogger("authz.http")
+# uvicorn warns once per unparsable or upgrade request; here each of those is a
+# decision in the decision log already (bounded), so only errors are logged
+_WIRE_LOG = logging.getLogger("authz.http.wire")
+_WIRE_LOG.setLevel(logging.ERROR)
 
 #: body bytes of one request after which the connection is closed (bodies are never read)
 MAX_BODY = 1 << 20
@@ -57,6 +62,7 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.logger = _WIRE_LOG
         self._head_bytes = 0
         self._head_lines = 0
         self._body_bytes = 0
@@ -75,8 +81,22 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # uvicorn's, but an Upgrade request is an ordinary check here (no
+        # WebSocket side): answer it and parse on past it instead of dropping
+        # what follows it in the same read
         self._seen_bytes = True
-        super().data_received(data)
+        self._unset_keepalive_if_required()
+        for _ in range(len(data) + 1):  # each round consumes at least one request head
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                offset = upgrade.args[0] if upgrade.args and isinstance(upgrade.args[0], int) else len(data)
+                data = data[offset:]
+                if data and not self.transport.is_closing():
+                    continue
+            except httptools.HttpParserError:
+                self.send_400_response("Invalid HTTP request received.")
+            return
 
     def _arm(self) -> None:
         self._disarm()

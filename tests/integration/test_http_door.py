@@ -135,6 +135,20 @@ def test_pipelined_requests_are_answered_in_order(door: int) -> None:
     assert rest.startswith(b"HTTP/1.1 200 ")
 
 
+def test_an_upgrade_request_is_decided_like_any_other(door: int) -> None:
+    # Envoy asks about a WebSocket handshake with its upgrade headers; authz has
+    # no WebSocket side and answers the check, then the next one on the connection
+    raw = exchange(
+        door,
+        b"GET /envoy/api/ws HTTP/1.1\r\nHost: a\r\nX-Client: ws\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        b"GET /envoy/admin/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 ") and b"x-authz-decision-id: " in first
+    assert refusal(rest) == (403, "route.deny")
+
+
 def test_a_huge_body_is_never_read_and_closes_the_connection(door: int) -> None:
     with socket.create_connection((LOOPBACK, door), timeout=5) as sock:
         sock.sendall(b"POST /envoy/api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 50000000\r\n\r\n")
