@@ -20,8 +20,6 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import struct_pb2
-from google.rpc import status_pb2
 
 from authz.decision import Decision, Outcome
 from authz.request import Request, split_target
@@ -135,49 +133,47 @@ def _field_ok(name: str, value: str) -> bool:
     return value.isprintable() or all(c == "\t" or (c >= " " and c != "\x7f") for c in value)
 
 
-def _hvo(name: str, value: str, action: int = OVERWRITE) -> Any:
-    return base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key=name, value=value), append_action=action
-    )
+def _add_headers(field: Any, headers: list[tuple[str, str]], action: int) -> None:
+    # Filling submessages in place costs less than half of building
+    # HeaderValueOption objects and copying them in (measured with upb).
+    for name, value in headers:
+        hvo = field.add()
+        hvo.header.key = name
+        hvo.header.value = value
+        hvo.append_action = action
 
 
 def to_response(decision: Decision) -> Any:
     """Build the CheckResponse Envoy acts on, with the decision in dynamic metadata."""
-    meta = struct_pb2.Struct()
+    resp = CheckResponse()
     ident = decision.identity
-    fields = {
-        "decision_id": decision.id,
-        "outcome": decision.outcome.value,
-        "reason": decision.reason,
-        "route": decision.route,
-        "client_ip": ident.client_ip,
-    }
+    meta = resp.dynamic_metadata.fields
+    meta["decision_id"].string_value = decision.id
+    meta["outcome"].string_value = decision.outcome.value
+    meta["reason"].string_value = decision.reason
+    meta["route"].string_value = decision.route
+    meta["client_ip"].string_value = ident.client_ip
     if ident.subject:
-        fields["subject"] = ident.subject
+        meta["subject"].string_value = ident.subject
     if ident.key_id:
-        fields["key_id"] = ident.key_id
-    meta.update(fields)
+        meta["key_id"].string_value = ident.key_id
 
     if decision.outcome is Outcome.ALLOW:
-        ok = external_auth_pb2.OkHttpResponse(
-            headers=[_hvo(n, v) for n, v in decision.upstream_headers],
-            headers_to_remove=decision.remove_headers,
-            response_headers_to_add=[_hvo(n, v) for n, v in decision.client_headers],
-        )
-        return CheckResponse(
-            status=status_pb2.Status(code=_RPC_OK), ok_response=ok, dynamic_metadata=meta
-        )
+        resp.status.code = _RPC_OK
+        ok = resp.ok_response
+        _add_headers(ok.headers, decision.upstream_headers, OVERWRITE)
+        if decision.remove_headers:
+            ok.headers_to_remove.extend(decision.remove_headers)
+        if decision.client_headers:
+            _add_headers(ok.response_headers_to_add, decision.client_headers, OVERWRITE)
+        return resp
 
-    status = decision.status if decision.status in _VALID_STATUS else 403
+    resp.status.code = _RPC_CODE.get(decision.status, 7)
+    resp.status.message = decision.reason
+    denied = resp.denied_response
+    denied.status.code = decision.status if decision.status in _VALID_STATUS else 403
     # Envoy removes a header named in denied_response.headers before adding the
     # given values, so OVERWRITE and APPEND only differ for repeated names.
-    denied = external_auth_pb2.DeniedHttpResponse(
-        status=http_status_pb2.HttpStatus(code=status),
-        headers=[_hvo(n, v, APPEND) for n, v in decision.client_headers],
-        body=decision.body.decode(),
-    )
-    return CheckResponse(
-        status=status_pb2.Status(code=_RPC_CODE.get(decision.status, 7), message=decision.reason),
-        denied_response=denied,
-        dynamic_metadata=meta,
-    )
+    _add_headers(denied.headers, decision.client_headers, APPEND)
+    denied.body = decision.body.decode()
+    return resp
