@@ -376,10 +376,9 @@ def render(decision: Decision, mode: str) -> tuple[int, list[tuple[bytes, bytes]
             if status not in _NGINX_STATUSES:
                 status = 403
         headers.append((b"content-length", b"%d" % len(body)))
-    for _, value in headers:
-        if _BAD_VALUE.search(value):
-            # never let a value from a token or a list split the response
-            return _unsafe(decision)
+    if _BAD_VALUE.search(b"\t".join([v for _, v in headers])):
+        # never let a value from a token or a list split the response
+        return _unsafe(decision)
     return status, headers, body
 
 
