@@ -206,7 +206,8 @@ class HttpServer:
         self.config.load()
         self.server.lifespan = self.config.lifespan_class(self.config)  # "off": a no-op
         await self.server.startup(sockets=[self.sock])
-        log.info("authz serving HTTP on %s:%d (%s)", host, self.port, self.door.modes.describe())
+        shown = f"[{host}]" if ":" in host else host
+        log.info("authz serving HTTP on %s:%d (%s)", shown, self.port, self.door.modes.describe())
 
     async def stop(self) -> None:
         if self.server.started:
