@@ -9,7 +9,7 @@ DEPS   := pyproject.toml setup.py $(wildcard protos/authz/admin/v1/*.proto)
 POLICY ?= examples/policy.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run install protos test check bench demo clean
+.PHONY: run install protos test bench demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
