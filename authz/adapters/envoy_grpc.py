@@ -21,6 +21,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 
+from authz.adapters import Malformed
 from authz.decision import Decision, Outcome
 from authz.request import Request, split_target
 
@@ -35,15 +36,6 @@ APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 _RPC_OK = 0
 _RPC_CODE = {400: 3, 401: 16, 403: 7, 404: 7, 429: 8, 431: 3, 503: 14}
 _VALID_STATUS = set(http_status_pb2.StatusCode.values())
-
-
-class Malformed(Exception):
-    """The CheckRequest cannot be turned into a Request; carries the reason code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1 << 20) -> Request:

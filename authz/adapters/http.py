@@ -51,6 +51,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from authz.adapters import Malformed
 from authz.decision import Decision, Outcome
 from authz.pipeline import Engine
 from authz.request import Request, split_target
@@ -109,15 +110,6 @@ _DROP_FORWARDED = _HOP | _CONVENTION
 _BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 _SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 _NGINX_STATUSES = (401, 403)
-
-
-class Malformed(Exception):
-    """The authorization request cannot become a Request; carries the reason code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
