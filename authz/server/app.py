@@ -70,7 +70,10 @@ class App:
     async def start(self) -> None:
         server = grpc.aio.server(
             options=[
-                ("grpc.so_reuseport", 1),
+                # Off: with per-process state (memory store) two processes sharing a
+                # port would each keep their own nonces and buckets, so a replay or a
+                # quota could be split across them. A second start must fail instead.
+                ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", 4 << 20),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -80,9 +83,14 @@ class App:
         admin_pb2_grpc.add_DecisionsServicer_to_server(DecisionsService(self.decisions), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((*self.service_names, reflection.SERVICE_NAME), server)
-        self.grpc_port = server.add_insecure_port(self.settings.grpc_listen)
+        try:
+            self.grpc_port = server.add_insecure_port(self.settings.grpc_listen)
+        except RuntimeError:  # grpc raises when the address cannot be bound
+            self.grpc_port = 0
         if self.grpc_port == 0:
-            raise ConfigError("settings", 0, "grpc_listen", f"cannot listen on {self.settings.grpc_listen}")
+            raise ConfigError(
+                "settings", 0, "grpc_listen", f"cannot listen on {self.settings.grpc_listen} (in use, or not a local address)"
+            )
         if self.settings.http_listen:
             await self._start_http()  # before gRPC serves: a taken port must fail the start cleanly
         await self.decisions.start()

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from authz.admin.v1 import admin_pb2, admin_pb2_grpc
+from authz.errors import ConfigError
 from authz.server.app import App
 from authz.settings import Settings
 from tests.support.procs import start_authz
@@ -186,3 +187,11 @@ def test_sigterm_drains_answers_in_flight_checks_and_exits_0() -> None:
         assert proc.popen is not None
         assert proc.popen.wait(timeout=10) == 0
     assert "authz stopped" in proc.log_text()
+
+
+async def test_a_second_process_cannot_take_a_port_in_use(app: App) -> None:
+    # Two memory stores behind one port would split nonces and buckets between
+    # them, so the second start must fail with a clear message.
+    other = App(Settings(config=str(POLICY), grpc_listen=f"127.0.0.1:{app.grpc_port}", http_listen=""))
+    with pytest.raises(ConfigError, match=rf"cannot listen on 127.0.0.1:{app.grpc_port} \(in use"):
+        await other.start()
