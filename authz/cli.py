@@ -93,7 +93,7 @@ def reasons() -> None:
 @click.option("--expires-in", type=click.IntRange(min=1), default=None, help="Seconds until the signature expires.")
 @click.option("--curl", is_flag=True, help="Print a curl command instead of header lines.")
 @click.argument("url")
-def sign(url: str, method: str, headers: tuple[str, ...], key_id: str, algorithm: str, key_file: str, components: tuple[str, ...], data: str | None, tag: str | None, label: str, expires_in: int | None, curl: bool) -> None:  # noqa: PLR0913
+def sign(url: str, method: str, headers: tuple[str, ...], key_id: str, algorithm: str, key_file: str, components: tuple[str, ...], data: str | None, tag: str | None, label: str, expires_in: int | None, curl: bool) -> None:
     """Print RFC 9421 signature headers for one request, for curl and friends.
 
     Each run makes a fresh nonce and created time: a signature is good once.
@@ -147,7 +147,7 @@ def _setup_logging(level: str) -> logging.handlers.QueueListener:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     listener = logging.handlers.QueueListener(q, handler)
     root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(q)]  # type: ignore[arg-type]
+    root.handlers[:] = [logging.handlers.QueueHandler(q)]
     root.setLevel(level.upper())
     listener.start()
     return listener

@@ -72,7 +72,8 @@ class DecisionLog:
         if self.path == "-":
             self._file = sys.stdout
         else:
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
+            # opened off the event loop, closed in stop()
+            self._file = await asyncio.to_thread(open, self.path, "a", encoding="utf-8")
         self._task = asyncio.create_task(self._run(), name="decision-log")
 
     async def stop(self) -> None:

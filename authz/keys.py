@@ -37,40 +37,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from authz.errors import ConfigError
-from authz.policy import source
-from authz.policy.source import Node
-
-#: algorithm -> (family, detail): family is hmac / rsa / ec / ed25519; detail the
-#: minimum secret length (hmac) or the curve name (ec)
-ALGORITHMS: dict[str, tuple[str, Any]] = {
-    # RFC 9421 (HTTP Message Signatures) names
-    "hmac-sha256": ("hmac", 32),
-    "ed25519": ("ed25519", None),
-    "ecdsa-p256-sha256": ("ec", "secp256r1"),
-    "ecdsa-p384-sha384": ("ec", "secp384r1"),
-    "rsa-pss-sha512": ("rsa", None),
-    "rsa-v1_5-sha256": ("rsa", None),
-    # JWS (RFC 7518, RFC 8037) names
-    "HS256": ("hmac", 32),
-    "HS384": ("hmac", 48),
-    "HS512": ("hmac", 64),
-    "RS256": ("rsa", None),
-    "RS384": ("rsa", None),
-    "RS512": ("rsa", None),
-    "PS256": ("rsa", None),
-    "PS384": ("rsa", None),
-    "PS512": ("rsa", None),
-    "ES256": ("ec", "secp256r1"),
-    "ES384": ("ec", "secp384r1"),
-    "ES512": ("ec", "secp521r1"),
-    "EdDSA": ("ed25519", None),
-}
-MIN_RSA_BITS = 2048
+from authz.algorithms import ALGORITHMS, HMAC
+from authz.config import source
+from authz.config.source import Node
 
 # Text that means "this is a public key", never an HMAC secret.
 _KEY_MARKERS = (b"-----BEGIN", b"ssh-rsa", b"ssh-ed25519", b"ecdsa-sha2-", b'"kty"')
@@ -90,7 +63,7 @@ class Key:
 
     @property
     def family(self) -> str:
-        return ALGORITHMS[self.algorithm][0]
+        return ALGORITHMS[self.algorithm].family
 
     def usable(self, now_ms: int) -> bool:
         """Not revoked and not past ``not_after``."""
@@ -148,26 +121,26 @@ def _key(node: Node, base_dir: str) -> Key:
         node.get("id").error("a key id is at most 256 printable characters")
     alg_node = node.get("algorithm")
     algorithm = alg_node.str(choices=set(ALGORITHMS))
-    family, detail = ALGORITHMS[algorithm]
+    row = ALGORITHMS[algorithm]
     given = [k for k in ("public_key", "public_key_file", "jwk", "secret", "secret_file") if node.has(k)]
     if len(given) != 1:
         node.error(f"give exactly one of {', '.join(sorted(material_keys))}")
     which = given[0]
     mnode = node.get(which)
 
-    if family == "hmac":
+    if row.family == HMAC:
         if which not in ("secret", "secret_file", "jwk"):
             mnode.error(f"{algorithm} needs a shared secret (secret, secret_file or an oct jwk), not {which}")
         material: Any = _secret(mnode, which, base_dir)
         if any(marker in material for marker in _KEY_MARKERS):
             mnode.error("this secret looks like public key text; an HMAC secret must be random bytes")
-        if len(material) < detail:
-            mnode.error(f"{algorithm} needs a secret of at least {detail} bytes; got {len(material)}")
     else:
         if which in ("secret", "secret_file"):
             mnode.error(f"{algorithm} needs a public key (public_key, public_key_file or jwk), not a secret")
         material = _public_key(mnode, which, base_dir)
-        _check_fits(mnode, algorithm, family, detail, material)
+    problem = row.key_problem(material)
+    if problem:
+        mnode.error(problem)
 
     status = node.get("status", "active").str(choices={"active", "revoked"})
     not_after_ms = None
@@ -235,7 +208,7 @@ def _public_key(mnode: Node, which: str, base_dir: str) -> PublicKeyTypes:
         pass
     try:
         return serialization.load_ssh_public_key(data)
-    except (ValueError, TypeError, serialization.UnsupportedAlgorithm):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         mnode.error("not a PEM public key (SubjectPublicKeyInfo) or an OpenSSH public key")
 
 
@@ -254,26 +227,3 @@ def _jwk_public(mnode: Node) -> PublicKeyTypes:
         return parsers[kty].from_jwk(text)  # type: ignore[attr-defined,no-any-return]
     except Exception as exc:  # PyJWT raises several types for bad JWKs
         mnode.error(f"invalid {kty} jwk: {exc}")
-
-
-def _check_fits(mnode: Node, algorithm: str, family: str, curve: str | None, key: PublicKeyTypes) -> None:
-    if family == "rsa":
-        if not isinstance(key, rsa.RSAPublicKey):
-            mnode.error(f"{algorithm} needs an RSA public key; got {_kind(key)}")
-        if key.key_size < MIN_RSA_BITS:
-            mnode.error(f"RSA keys must have at least {MIN_RSA_BITS} bits; got {key.key_size}")
-    elif family == "ec":
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            mnode.error(f"{algorithm} needs an EC public key on {curve}; got {_kind(key)}")
-        if key.curve.name != curve:
-            mnode.error(f"{algorithm} needs curve {curve}; got {key.curve.name}")
-    elif family == "ed25519" and not isinstance(key, ed25519.Ed25519PublicKey):
-        mnode.error(f"{algorithm} needs an Ed25519 public key; got {_kind(key)}")
-
-
-def _kind(key: Any) -> str:
-    if isinstance(key, rsa.RSAPublicKey):
-        return f"an RSA key ({key.key_size} bits)"
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return f"an EC key on {key.curve.name}"
-    return type(key).__name__.lstrip("_")

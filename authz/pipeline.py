@@ -93,7 +93,7 @@ class Engine:
             ctx.identity.client_ip = req.peer_ip
             ctx.refuse("route.no_match")
             return ""
-        ctx.route = route
+        ctx.route_name = route.name
 
         # 2. identify: client address through trusted proxies; address lists
         ctx.identity.client_ip = identify.client_ip(

@@ -43,12 +43,6 @@ class Settings:
         del host, port
         if self.http_listen:
             split_hostport(self.http_listen, "http_listen")
-        from authz.adapters.http import Modes
-
-        try:
-            Modes.parse(self.http_mode)
-        except ValueError as exc:
-            raise ConfigError("settings", 0, "http_mode", str(exc)) from None
         if self.http_header_timeout <= 0:
             raise ConfigError("settings", 0, "http_header_timeout", "must be positive")
         if self.decision_ring < 1:

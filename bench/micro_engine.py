@@ -22,7 +22,6 @@ from authz.decisionlog import DecisionLog
 from authz.pipeline import Engine
 from authz.policy import load_policy
 from authz.store import MemoryStore
-
 from bench import BENCH_POLICY
 from bench.checkreq import check_request
 

@@ -243,8 +243,8 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 def _target_of(scope: Scope) -> bytes:
-    raw = scope.get("raw_path") or scope["path"].encode()
-    qs = scope.get("query_string", b"")
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    qs: bytes = scope.get("query_string", b"")
     return raw + b"?" + qs if qs else raw
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from http_sfv import InnerList, Item
+from http_sfv.item import InnerList, Item
 
 from authz.httpsig.components import Component, component_value, parse_component
 from authz.httpsig.errors import MALFORMED, SignatureError
@@ -81,9 +81,9 @@ def _input(label: str, member: object) -> SignatureInput:
         if want is not None:
             if type(v) is not want:  # bool is an int subclass: the type must be exact
                 raise SignatureError(MALFORMED, f"signature parameter {key!r} must be {want.__name__}")
-            if want is str and len(v) > MAX_PARAM_CHARS:
+            if isinstance(v, str) and len(v) > MAX_PARAM_CHARS:
                 raise SignatureError(MALFORMED, f"signature parameter {key!r} is too long")
-            if want is int and not 0 <= v < 2**40:
+            if isinstance(v, int) and not 0 <= v < 2**40:
                 raise SignatureError(MALFORMED, f"signature parameter {key!r} is out of range")
             values[key] = v
     created, expires = values.get("created"), values.get("expires")

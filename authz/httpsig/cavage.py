@@ -12,14 +12,15 @@ live here; clock and key rules belong to the caller.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 
+from authz.algorithms import ALGORITHMS, hmac_digest
 from authz.httpsig.errors import COMPONENT_MISSING, MALFORMED, SignatureError
 
-#: Kong algorithm names -> hash functions (hmac-sha1 is not accepted)
-HASHES = {"hmac-sha256": hashlib.sha256, "hmac-sha384": hashlib.sha384, "hmac-sha512": hashlib.sha512}
+#: Kong algorithm names -> hash names, from the algorithm table (hmac-sha1 is not accepted)
+HASHES = {row.kong: row.hash for row in ALGORITHMS.values() if row.kong}
 _PARAM = re.compile(r'\s*([A-Za-z]+)\s*=\s*"([^"\\]*)"\s*(?:,|$)')
 MAX_HEADERS = 32
 
@@ -55,14 +56,14 @@ def signed_headers(params: dict[str, str]) -> list[str]:
     return names
 
 
-def signing_string(names: list[str], method: str, target: str, protocol: str, fields: dict[str, str] | object) -> bytes:
+def signing_string(names: list[str], method: str, target: str, protocol: str, fields: Mapping[str, str]) -> bytes:
     """The string Kong clients sign, from the request's parts and fields (lower-cased names)."""
     lines = []
     for name in names:
         if name == "request-line":
             lines.append(f"{method} {target} {protocol or 'HTTP/1.1'}")
             continue
-        value = fields.get(name)  # type: ignore[attr-defined]
+        value = fields.get(name)
         if value is None:
             raise SignatureError(COMPONENT_MISSING, f"signed header {name!r} is not in the request")
         lines.append(f"{name}: {value}")
@@ -71,7 +72,7 @@ def signing_string(names: list[str], method: str, target: str, protocol: str, fi
 
 def sign(algorithm: str, secret: bytes, text: bytes) -> str:
     """The base64 ``signature`` parameter for ``text``."""
-    return base64.b64encode(hmac.new(secret, text, HASHES[algorithm]).digest()).decode("ascii")
+    return base64.b64encode(hmac_digest(HASHES[algorithm], secret, text)).decode("ascii")
 
 
 def matches(algorithm: str, secret: bytes, text: bytes, signature_b64: str) -> bool:
@@ -80,7 +81,7 @@ def matches(algorithm: str, secret: bytes, text: bytes, signature_b64: str) -> b
         received = base64.b64decode(signature_b64, validate=True)
     except ValueError:
         return False
-    expected = hmac.new(secret, text, HASHES[algorithm]).digest()
+    expected = hmac_digest(HASHES[algorithm], secret, text)
     return hmac.compare_digest(expected, received)
 
 

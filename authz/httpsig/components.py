@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from http_sfv import Item
+from http_sfv.item import Item
 
 from authz.httpsig.errors import COMPONENT_MISSING, MALFORMED, UNSUPPORTED, SignatureError
 from authz.httpsig.message import Message, normalize_value

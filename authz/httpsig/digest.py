@@ -14,7 +14,7 @@ import base64
 import hashlib
 import hmac
 
-from http_sfv import Item
+from http_sfv.item import Item
 
 from authz.httpsig.errors import BAD_CONTENT_DIGEST, SignatureError
 from authz.httpsig.sfv import parse_dictionary

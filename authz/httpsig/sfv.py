@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from http_sfv import Dictionary, InnerList, Item, List
+from http_sfv.dictionary import Dictionary
+from http_sfv.item import InnerList, Item
+from http_sfv.list import List
 
 from authz.httpsig.errors import MALFORMED, SignatureError
 
 
-class _StrictDictionary(Dictionary):  # type: ignore[misc]
+class _StrictDictionary(Dictionary):
     """A Dictionary whose parse fails on a repeated key."""
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -82,4 +84,4 @@ def reserialize(name: str, value: str) -> str:
     raise SignatureError(MALFORMED, f"field {name!r} is not a structured field value")
 
 
-__all__ = ["Dictionary", "InnerList", "Item", "List", "KNOWN_TYPES", "parse_dictionary", "parse_item", "reserialize"]
+__all__ = ["KNOWN_TYPES", "Dictionary", "InnerList", "Item", "List", "parse_dictionary", "parse_item", "reserialize"]

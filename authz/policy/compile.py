@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any
 
+from authz.config import source
+from authz.config.cidr import CidrSet, load_list_file, parse_entry
+from authz.config.context import CompileContext
+from authz.config.source import Node
 from authz.errors import ConfigError
 from authz.keys import EMPTY_KEYRING, KeyRing, load_keys
-from authz.policy import source
-from authz.policy.cidr import CidrSet, load_list_file, parse_entry
 from authz.policy.model import CHECK_KINDS, DEFAULT_FAIL_OPEN, IpRules, Limits, Policy, Route
-from authz.policy.source import Node
 from authz.stages.authenticate import Authenticator, MethodKind, registered_kinds
 from authz.stages.quota import BY_CHOICES, Quota
 from authz.stages.route import Match
@@ -46,33 +45,16 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?$|^\[[0-9a-f:.]+\](:\d+)?$")
 
 
-@dataclass
-class CompileContext:
-    """What a method's compiler may use: the policy file's directory and place."""
-
-    file: str
-    base_dir: str
-    #: verification keys and HMAC secrets by key id (the policy's keys_file)
-    keyring: KeyRing = EMPTY_KEYRING
-    #: shared objects a method kind wants to keep across its configurations
-    shared: dict[str, Any] = field(default_factory=dict)
-
-    def path(self, node: Node) -> str:
-        """A file path from the policy, relative to the policy file's directory."""
-        value = node.str()
-        return value if os.path.isabs(value) else os.path.join(self.base_dir, value)
-
-
 def load_policy(path: str, text: str | None = None) -> Policy:
     """Read, validate and compile a policy file.
 
     :raises ConfigError: naming the file, line and field of the first problem
     """
     root = source.load(path, text)
-    return compile_policy(root, CompileContext(file=path, base_dir=os.path.dirname(os.path.abspath(path))))
+    return compile_policy(root, CompileContext(file=path, base_dir=os.path.dirname(os.path.abspath(path)), keyring=EMPTY_KEYRING))
 
 
-def compile_policy(root: Node, cc: CompileContext) -> Policy:
+def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     kinds = registered_kinds()
     sections = {k.section: k for k in kinds.values() if k.section}
     root.keys(
@@ -123,7 +105,7 @@ def compile_policy(root: Node, cc: CompileContext) -> Policy:
     )
 
 
-def _readable(node: Node, cc: CompileContext) -> str:
+def _readable(node: Node, cc: CompileContext[KeyRing]) -> str:
     """The path a file field names, refused at the field when it cannot be read."""
     path = cc.path(node)
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
@@ -137,7 +119,7 @@ def _name(name: str, node: Node) -> str:
     return name
 
 
-def _ip_lists(node: Node, cc: CompileContext) -> dict[str, CidrSet]:
+def _ip_lists(node: Node, cc: CompileContext[KeyRing]) -> dict[str, CidrSet]:
     out: dict[str, CidrSet] = {}
     for name, lnode in node.entries():
         _name(name, lnode)

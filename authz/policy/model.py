@@ -1,31 +1,23 @@
-"""The compiled policy: plain frozen objects, built once per load and swapped whole on reload."""
+"""The compiled policy: plain frozen objects, built once per load and swapped whole on reload.
+
+The parts a stage owns are defined by the stage (``Route`` and ``Match`` in
+``stages.route``, ``IpRules`` in ``stages.identify``, ``Quota`` in
+``stages.quota``, the authentication methods in ``stages.authenticate``);
+the policy only bundles them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from authz.config.cidr import CidrSet
 from authz.keys import EMPTY_KEYRING, KeyRing
-from authz.policy.cidr import CidrSet
-from authz.stages.route import Match
+from authz.stages.authenticate import Authenticator
+from authz.stages.identify import IpRules
+from authz.stages.quota import Quota
+from authz.stages.route import CHECK_KINDS, DEFAULT_FAIL_OPEN, Match, Route
 
-if TYPE_CHECKING:
-    from authz.stages.authenticate import Authenticator
-    from authz.stages.quota import Quota
-
-#: stateful check families whose store failures fail open unless a route says otherwise
-DEFAULT_FAIL_OPEN = frozenset({"quota", "reputation"})
-CHECK_KINDS = frozenset({"quota", "replay", "reputation"})
-
-
-@dataclass(frozen=True, slots=True)
-class IpRules:
-    deny: tuple[CidrSet, ...] = ()
-    allow: tuple[CidrSet, ...] = ()
-    only: tuple[CidrSet, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.deny or self.allow or self.only)
+__all__ = ["CHECK_KINDS", "DEFAULT_FAIL_OPEN", "IpRules", "Limits", "Match", "Policy", "Route"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,20 +27,6 @@ class Limits:
     max_headers: int = 128
     max_header_bytes: int = 65536
     max_target_bytes: int = 8192
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Route:
-    name: str
-    match: Match
-    #: check (run the checks), allow (admit without checks), deny (refuse)
-    action: str = "check"
-    ip: IpRules = IpRules()
-    auth: tuple[Authenticator, ...] = ()
-    anonymous: bool = True
-    quotas: tuple[Quota, ...] = ()
-    #: check families that admit the request when the store fails
-    fail_open: frozenset[str] = DEFAULT_FAIL_OPEN
 
 
 @dataclass(frozen=True, slots=True, eq=False)

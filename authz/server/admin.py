@@ -12,7 +12,6 @@ from authz.decision import Decision
 from authz.decisionlog import DecisionLog
 
 
-
 def to_proto(d: Decision) -> admin_pb2.Decision:
     ident = d.identity
     return admin_pb2.Decision(
@@ -45,6 +44,7 @@ class DecisionsService(admin_pb2_grpc.DecisionsServicer):
         d = self.decisions.get(request.id)
         if d is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no decision {request.id!r} in the ring")
+            raise AssertionError("abort raises")
         return to_proto(d)
 
     async def ListDecisions(  # noqa: N802 - gRPC method name

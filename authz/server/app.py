@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from authz.adapters.http import HttpDoor, Modes
 from authz.admin.v1 import admin_pb2, admin_pb2_grpc
 from authz.clock import Clock, SystemClock
 from authz.decisionlog import DecisionLog
@@ -33,7 +34,8 @@ from authz.pipeline import Engine
 from authz.policy.compile import load_policy
 from authz.policy.model import Policy
 from authz.server.admin import DecisionsService
-from authz.server.ext_authz import SERVICE_NAME as EXT_AUTHZ, AuthorizationService
+from authz.server.ext_authz import SERVICE_NAME as EXT_AUTHZ
+from authz.server.ext_authz import AuthorizationService
 from authz.server.http import HttpServer
 from authz.settings import Settings
 from authz.store import store_from_url
@@ -48,6 +50,10 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class App:
     def __init__(self, settings: Settings, *, policy: Policy | None = None, clock: Clock | None = None) -> None:
         settings.validate()
+        try:
+            self.modes = Modes.parse(settings.http_mode)
+        except ValueError as exc:
+            raise ConfigError("settings", 0, "http_mode", str(exc)) from None
         self.settings = settings
         self.clock = clock or SystemClock()
         self.policy = policy if policy is not None else load_policy(settings.config)
@@ -80,7 +86,7 @@ class App:
             ]
         )
         server.add_generic_rpc_handlers([AuthorizationService(self.engine).handler()])
-        admin_pb2_grpc.add_DecisionsServicer_to_server(DecisionsService(self.decisions), server)
+        admin_pb2_grpc.add_DecisionsServicer_to_server(DecisionsService(self.decisions), server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((*self.service_names, reflection.SERVICE_NAME), server)
         try:
@@ -106,9 +112,7 @@ class App:
         )
 
     async def _start_http(self) -> None:
-        from authz.adapters.http import HttpDoor, Modes
-
-        door = HttpDoor(self.engine, Modes.parse(self.settings.http_mode), serving=lambda: self._serving)
+        door = HttpDoor(self.engine, self.modes, serving=lambda: self._serving)
         self.http = HttpServer(
             door, self.settings.http_listen, header_timeout=self.settings.http_header_timeout, grace=self.settings.grace
         )

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from authz.adapters import envoy_grpc
+from authz.adapters import Malformed, envoy_grpc
 from authz.pipeline import Engine
 from authz.request import Request
 
@@ -52,7 +52,7 @@ class AuthorizationService:
             req = envoy_grpc.to_request(
                 request, max_headers=limits.max_headers * 4, max_header_bytes=limits.max_header_bytes
             )
-        except envoy_grpc.Malformed as exc:
+        except Malformed as exc:
             decision = engine.malformed(_UNREADABLE, exc.reason, exc.detail)
             return envoy_grpc.to_response(decision)
         decision = await engine.decide(req)

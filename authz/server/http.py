@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 from typing import Any
 
@@ -192,7 +193,7 @@ class HttpServer:
             access_log=False,
             log_config=None,
             timeout_keep_alive=KEEP_ALIVE,
-            timeout_graceful_shutdown=grace,
+            timeout_graceful_shutdown=math.ceil(grace),
             backlog=2048,
         )
         self.server = uvicorn.Server(self.config)

@@ -4,14 +4,11 @@ respond stage turns it into a ``Decision``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from authz.decision import Identity
 from authz.request import Request
 from authz.store.base import Op, Result
-
-if TYPE_CHECKING:
-    from authz.policy.model import Route
 
 
 class Ctx:
@@ -19,7 +16,7 @@ class Ctx:
         "req",
         "now_ms",
         "id",
-        "route",
+        "route_name",
         "identity",
         "reason",
         "status",
@@ -36,7 +33,8 @@ class Ctx:
         self.req = req
         self.now_ms = now_ms
         self.id = decision_id
-        self.route: Route | None = None
+        #: the name of the matched route ("" until the route stage found one)
+        self.route_name = ""
         self.identity = Identity()
         #: the reason code of the first check that refused the request; None while all passed
         self.reason: str | None = None
@@ -70,8 +68,10 @@ class Ctx:
 class StatefulCheck(Protocol):
     """Judges the result of one planned store operation."""
 
-    #: the family of the check for fail-open/closed policy: quota, replay, reputation
-    kind: str
+    @property
+    def kind(self) -> str:
+        """The family of the check for fail-open/closed policy: quota, replay, reputation."""
+        ...
 
     def judge(self, result: Result, op: Op, ctx: Ctx) -> None:
         """Read the store's result; call ``ctx.refuse`` to deny, add headers or signals."""

@@ -13,13 +13,25 @@ admit nobody else (``ip.not_allowed``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from authz.stages.context import Ctx
+from authz.config.cidr import CidrSet
 
 if TYPE_CHECKING:
-    from authz.policy.cidr import CidrSet
-    from authz.policy.model import IpRules
+    from authz.stages.context import Ctx
+
+
+@dataclass(frozen=True, slots=True)
+class IpRules:
+    """Address lists of a route (the policy's global ones included)."""
+
+    deny: tuple[CidrSet, ...] = ()
+    allow: tuple[CidrSet, ...] = ()
+    only: tuple[CidrSet, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.deny or self.allow or self.only)
 
 
 def client_ip(peer_ip: str, xff: str | None, trusted: CidrSet | None) -> str:

@@ -30,7 +30,7 @@ class ReplayCheck:
     kind: str = "replay"
 
     def judge(self, result: Result, op: Op, ctx: Ctx) -> None:
-        if result == ALREADY_CLAIMED or result == BEFORE_EPOCH:
+        if result in (ALREADY_CLAIMED, BEFORE_EPOCH):
             first = ctx.reason is None
             ctx.refuse(self.reason)
             ctx.signals.append((self.reason, "already_claimed" if result == ALREADY_CLAIMED else "before_epoch"))

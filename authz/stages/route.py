@@ -11,9 +11,16 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from authz.stages.identify import IpRules
+
 if TYPE_CHECKING:
-    from authz.policy.model import Route
     from authz.request import Request
+    from authz.stages.authenticate import Authenticator
+    from authz.stages.quota import Quota
+
+#: stateful check families whose store failures fail open unless a route says otherwise
+DEFAULT_FAIL_OPEN = frozenset({"quota", "reputation"})
+CHECK_KINDS = frozenset({"quota", "replay", "reputation"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,22 @@ class Match:
         if self.path_regex is not None:
             return self.path_regex.fullmatch(path) is not None
         return True
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Route:
+    """One compiled route: how it matches and the checks it runs."""
+
+    name: str
+    match: Match
+    #: check (run the checks), allow (admit without checks), deny (refuse)
+    action: str = "check"
+    ip: IpRules = IpRules()
+    auth: tuple[Authenticator, ...] = ()
+    anonymous: bool = True
+    quotas: tuple[Quota, ...] = ()
+    #: check families that admit the request when the store fails
+    fail_open: frozenset[str] = DEFAULT_FAIL_OPEN
 
 
 def _strip_port(host: str) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 from envoy.config.core.v3 import address_pb2
-from envoy.service.auth.v3 import attribute_context_pb2 as ac, external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import attribute_context_pb2 as ac
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 

@@ -187,9 +187,8 @@ def test_drain_turns_health_503_while_checks_are_still_answered() -> None:
 def test_no_http_leaves_the_port_closed_and_a_taken_port_fails_the_start() -> None:
     http_port = free_port()
     proc, _grpc = start_authz(POLICY, "--http-listen", f"{LOOPBACK}:{http_port}", "--no-http")
-    with proc:
-        with pytest.raises(OSError):
-            socket.create_connection((LOOPBACK, http_port), timeout=1).close()
+    with proc, pytest.raises(OSError):
+        socket.create_connection((LOOPBACK, http_port), timeout=1).close()
     with socket.socket() as taken:
         taken.bind((LOOPBACK, 0))
         taken.listen(1)

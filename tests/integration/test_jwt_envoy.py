@@ -21,7 +21,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.integration.conftest import POLICIES
 from tests.support.jwt_tokens import AUD, ISS, b64, mint
-from tests.support.procs import ENVOY_YAML, EchoUpstream, Proc, free_port, http_request, render_envoy_config, start_authz, start_envoy
+from tests.support.procs import (
+    ENVOY_YAML,
+    EchoUpstream,
+    Proc,
+    free_port,
+    http_request,
+    render_envoy_config,
+    start_authz,
+    start_envoy,
+)
 
 pytestmark = pytest.mark.envoy
 

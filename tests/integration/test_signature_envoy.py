@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,16 @@ from typing import Any
 import pytest
 
 from authz.httpsig import sign_request
-from tests.support.procs import ENVOY_YAML, EchoUpstream, Proc, free_port, http_request, render_envoy_config, start_authz, start_envoy
+from tests.support.procs import (
+    ENVOY_YAML,
+    EchoUpstream,
+    Proc,
+    free_port,
+    http_request,
+    render_envoy_config,
+    start_authz,
+    start_envoy,
+)
 from tests.unit.test_signature_profile import Keys, write_policy
 
 pytestmark = pytest.mark.envoy
@@ -77,8 +85,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, keys: Keys, echo_upstream: E
 
 @pytest.fixture(scope="module")
 def keys() -> Keys:
-    from tests.unit.test_signature_profile import HMAC_SECRET
     from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from tests.unit.test_signature_profile import HMAC_SECRET
 
     return Keys(private={"ed": ed25519.Ed25519PrivateKey.generate(), "hmac": HMAC_SECRET}, algorithm={"ed": "ed25519", "hmac": "hmac-sha256"})
 

@@ -411,10 +411,9 @@ def wait_envoy_ready(admin_port: int, timeout: float = 30.0, proc: Proc | None =
     while True:
         if proc is not None and not proc.alive:
             raise TimeoutError(f"{proc.name} exited ({proc.returncode}) before ready\n{proc.tail()}")
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            with urllib.request.urlopen(url, timeout=0.5) as reply:
-                if reply.status == 200:
-                    return
+        with contextlib.suppress(OSError, urllib.error.URLError), urllib.request.urlopen(url, timeout=0.5) as reply:
+            if reply.status == 200:
+                return
         if time.monotonic() > deadline:
             detail = f"\n{proc.tail()}" if proc is not None else ""
             raise TimeoutError(f"Envoy admin {url} not ready after {timeout}s{detail}")
@@ -594,8 +593,8 @@ def running(*procs: Proc) -> Iterator[None]:
 
 __all__ = [
     "ENVOY_YAML",
-    "EchoUpstream",
     "LOOPBACK",
+    "EchoUpstream",
     "Proc",
     "envoy_binary",
     "envoy_ports",

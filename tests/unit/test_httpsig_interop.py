@@ -49,7 +49,7 @@ async def test_their_signature_passes_our_engine(tmp_path: pathlib.Path, keys: K
     h = Harness(write_policy(tmp_path, keys), keys)
     msg = Msg("POST", URL, {"Content-Type": "application/json", "X-List": "a, b"})
     signer = HTTPMessageSigner(signature_algorithm=ALGS[kid], key_resolver=_resolver(keys, kid))
-    created = datetime.datetime.fromtimestamp(NOW, datetime.timezone.utc)
+    created = datetime.datetime.fromtimestamp(NOW, datetime.UTC)
     signer.sign(msg, key_id=kid, created=created, nonce="n-" + kid, label="sig1", covered_component_ids=COMPONENTS, body=b'{"a": 1}')
     assert "alg=" in msg.headers["Signature-Input"]  # their default: the alg parameter, which must match the key
     headers = [*msg.headers.items(), ("Content-Length", "8")]

@@ -186,7 +186,7 @@ def test_signature_params_serialize_as_the_rfc_prints_them() -> None:
         ["@target-uri", "@authority", "date", "cache-control"],
         [("keyid", "test-key-rsa-pss"), ("alg", "rsa-pss-sha512"), ("created", 1618884475), ("expires", 1618884775)],
     )
-    (expected,) = [e for e in load.data("component_examples")["examples"] if e["id"] == "signature-params-serialization"][0][
+    (expected,) = next(e for e in load.data("component_examples")["examples"] if e["id"] == "signature-params-serialization")[
         "expected_signature_base_lines"
     ]
     assert str(inner) == expected

@@ -12,14 +12,16 @@ from collections.abc import Sequence
 import pytest
 
 from authz.clock import FixedClock
+from authz.config.context import CompileContext
+from authz.config.source import load
 from authz.decision import REASONS, Decision, DecisionIds, Outcome
 from authz.errors import StoreError
+from authz.keys import EMPTY_KEYRING
 from authz.pipeline import Engine
-from authz.policy.compile import CompileContext, compile_policy
+from authz.policy.compile import compile_policy
 from authz.policy.model import Route
-from authz.policy.source import load
 from authz.request import Request
-from authz.stages.authenticate import AuthResult, Authenticator
+from authz.stages.authenticate import Authenticator, AuthResult
 from authz.stages.context import Ctx
 from authz.store import MemoryStore
 from authz.store.base import Op, Result, Store
@@ -61,7 +63,7 @@ routes:
 
 
 def engine(text: str = POLICY, store: Store | None = None) -> Engine:
-    policy = compile_policy(load("policy.yaml", text), CompileContext(file="policy.yaml", base_dir="."))
+    policy = compile_policy(load("policy.yaml", text), CompileContext(file="policy.yaml", base_dir=".", keyring=EMPTY_KEYRING))
     return Engine(policy, store or MemoryStore(epoch_ms=T0), clock=FixedClock(T0), ids=DecisionIds("test"))
 
 

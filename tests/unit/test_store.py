@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from authz.errors import ConfigError
 from authz.store import MemoryStore, Store, store_from_url
 from authz.store.base import ALREADY_CLAIMED, BEFORE_EPOCH, CLAIMED, ClaimOnce, TakeTokens, Tokens
-from authz.errors import ConfigError
 
 T0 = 1_700_000_000_000
 

@@ -21,8 +21,9 @@ from authz.stages.context import Ctx, StatefulCheck
 from authz.store.base import Op
 
 if TYPE_CHECKING:
-    from authz.policy.compile import CompileContext
-    from authz.policy.source import Node
+    from authz.config.context import CompileContext
+    from authz.config.source import Node
+    from authz.keys import KeyRing
     from authz.request import Request
 
 
@@ -75,12 +76,17 @@ class Authenticator(ABC):
 class MethodKind(Protocol):
     """A kind of authentication method, as the policy compiler sees it."""
 
-    #: the name routes use before the colon: ``jwt`` in ``jwt:partners``
-    kind: str
-    #: the top-level policy key holding this kind's named configurations, or None
-    section: str | None
+    @property
+    def kind(self) -> str:
+        """The name routes use before the colon: ``jwt`` in ``jwt:partners``."""
+        ...
 
-    def compile(self, name: str, node: Node, cc: CompileContext) -> Authenticator:
+    @property
+    def section(self) -> str | None:
+        """The top-level policy key holding this kind's named configurations, or None."""
+        ...
+
+    def compile(self, name: str, node: Node, cc: CompileContext[KeyRing]) -> Authenticator:
         """Compile one named configuration of the section; errors name file, line, field."""
         ...
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from authz.policy.compile import CompileContext
-    from authz.policy.source import Node
+    from authz.config.context import CompileContext
+    from authz.config.source import Node
+    from authz.keys import KeyRing
     from authz.stages.authenticate import Authenticator
 
 
@@ -20,7 +21,7 @@ class _Anonymous:
     kind = "anonymous"
     section = None
 
-    def compile(self, name: str, node: Node, cc: CompileContext) -> Authenticator:
+    def compile(self, name: str, node: Node, cc: CompileContext[KeyRing]) -> Authenticator:
         node.error("anonymous takes no configuration")
 
 

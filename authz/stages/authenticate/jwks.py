@@ -33,25 +33,15 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from authz.algorithms import ALGORITHMS, HMAC, JWS_BY_JWK_CURVE, JWS_NAMES, MIN_RSA_BITS, RSA
 from authz.keys import Key, KeyRing
 
 log = logging.getLogger("authz.jwt")
 
 #: every JWS algorithm a provider may allow ("none" is not one of them, in any spelling)
-JWS_ALGORITHMS = (
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-    "ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512",
-)  # fmt: skip
-RSA_ALGORITHMS = frozenset(a for a in JWS_ALGORITHMS if a[:2] in ("RS", "PS"))
-HMAC_ALGORITHMS = frozenset(a for a in JWS_ALGORITHMS if a.startswith("HS"))
-#: EC algorithm -> (JWK curve name, cryptography curve name, coordinate size in bytes)
-EC_CURVES = {
-    "ES256": ("P-256", "secp256r1", 32),
-    "ES384": ("P-384", "secp384r1", 48),
-    "ES512": ("P-521", "secp521r1", 66),
-}
-_ALG_BY_JWK_CURVE = {crv: alg for alg, (crv, _, _) in EC_CURVES.items()}
-MIN_RSA_BITS = 2048
+JWS_ALGORITHMS = JWS_NAMES
+RSA_ALGORITHMS = frozenset(a for a in JWS_NAMES if ALGORITHMS[a].family == RSA)
+HMAC_ALGORITHMS = frozenset(a for a in JWS_NAMES if ALGORITHMS[a].family == HMAC)
 MAX_KID_CHARS = 256
 
 
@@ -143,7 +133,7 @@ def jwk_to_key(jwk: Any, allowed: frozenset[str], origin: str) -> VerifyKey | No
     elif kty == "EC":
         if not isinstance(material, ec.EllipticCurvePublicKey):
             raise JwkError("not an EC public key")
-        bound = _ALG_BY_JWK_CURVE.get(jwk.get("crv", ""))
+        bound = JWS_BY_JWK_CURVE.get(jwk.get("crv", ""))
         if bound is None:
             raise JwkError(f"unsupported curve {jwk.get('crv')!r} (P-256, P-384, P-521)")
         if alg is not None and alg != bound:
@@ -261,9 +251,9 @@ class RemoteJwks:
     def current(self) -> KeySet:
         """The keys known now; starts a background refresh when they are stale (never waits)."""
         now = self._monotonic()
-        if self._fetched_at is None or now - self._fetched_at >= self.options.cache_ttl_s:
-            if self._attempted_at is None or now - self._attempted_at >= self._retry_delay():
-                self._start_fetch()
+        stale = self._fetched_at is None or now - self._fetched_at >= self.options.cache_ttl_s
+        if stale and (self._attempted_at is None or now - self._attempted_at >= self._retry_delay()):
+            self._start_fetch()
         return self.keys
 
     @property
@@ -352,12 +342,13 @@ def _same_public(a: Any, b: Any) -> bool:
     from cryptography.hazmat.primitives import serialization
 
     if isinstance(a, bytes) or isinstance(b, bytes):
-        return a == b
+        return bool(a == b)
     fmt = serialization.PublicFormat.SubjectPublicKeyInfo
     enc = serialization.Encoding.DER
     if isinstance(a, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         fmt, enc = serialization.PublicFormat.Raw, serialization.Encoding.Raw
     try:
-        return bool(a.public_bytes(enc, fmt) == b.public_bytes(enc, fmt))
+        same: bool = a.public_bytes(enc, fmt) == b.public_bytes(enc, fmt)
+        return same
     except (TypeError, ValueError, AttributeError):
         return False

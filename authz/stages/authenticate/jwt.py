@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from authz.algorithms import ALGORITHMS
 from authz.decision import Outcome, Reason, add_reasons
 from authz.stages.authenticate import Authenticator, AuthResult
 from authz.stages.authenticate.jwks import (
-    EC_CURVES,
     JWS_ALGORITHMS,
     MAX_KID_CHARS,
     JwkError,
@@ -60,8 +60,9 @@ from authz.stages.replay import ReplayCheck
 from authz.store.base import ClaimOnce
 
 if TYPE_CHECKING:
-    from authz.policy.compile import CompileContext
-    from authz.policy.source import Node
+    from authz.config.context import CompileContext
+    from authz.config.source import Node
+    from authz.keys import KeyRing
     from authz.request import Request
     from authz.stages.context import Ctx
 
@@ -198,46 +199,10 @@ def b64url_decode(part: str) -> bytes:
 
 
 def verify_signature(alg: str, key: VerifyKey, signing_input: bytes, signature: bytes) -> bool:
-    """Check a JWS signature with a key already bound to ``alg``.
-
-    ECDSA signatures must be exactly two coordinates long and neither r nor s
-    may be zero or at least the group order: the "psychic signature" forgery
-    (CVE-2022-21449) is refused here even though OpenSSL refuses it too.
-    """
+    """Check a JWS signature with a key already bound to ``alg`` (the algorithm table verifies)."""
     if alg not in key.algorithms:
         return False
-    curve = EC_CURVES.get(alg)
-    if curve is not None:
-        size = curve[2]
-        if len(signature) != 2 * size:
-            return False
-        r = int.from_bytes(signature[:size], "big")
-        s = int.from_bytes(signature[size:], "big")
-        order = _EC_ORDERS[alg]
-        if not (0 < r < order and 0 < s < order):
-            return False
-    return bool(_PRIMITIVES[alg].verify(signing_input, key.material, signature))
-
-
-def _primitives() -> dict[str, Any]:
-    from jwt.algorithms import get_default_algorithms
-
-    prims = get_default_algorithms()
-    return {alg: prims[alg] for alg in JWS_ALGORITHMS}
-
-
-_PRIMITIVES = _primitives()
-_EC_ORDERS = {
-    "ES256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
-    "ES384": int(
-        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16
-    ),
-    "ES512": int(
-        "01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"
-        "FA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409",
-        16,
-    ),
-}
+    return ALGORITHMS[alg].verify(key.material, signing_input, signature)
 
 
 def token_hash(token: str) -> str:
@@ -568,7 +533,7 @@ class _JwtKind:
     kind = "jwt"
     section = "jwt_providers"
 
-    def compile(self, name: str, node: Node, cc: CompileContext) -> Authenticator:
+    def compile(self, name: str, node: Node, cc: CompileContext[KeyRing]) -> Authenticator:
         return compile_provider(name, node, cc)
 
 
@@ -581,7 +546,7 @@ _KEYS = {
 }  # fmt: skip
 
 
-def compile_provider(name: str, node: Node, cc: CompileContext) -> JwtAuthenticator:
+def compile_provider(name: str, node: Node, cc: CompileContext[KeyRing]) -> JwtAuthenticator:
     """Compile one provider; every error names file, line and field."""
     node.keys(allowed=_KEYS, required={"algorithms", "keys"})
     algs_node = node.get("algorithms")
@@ -674,7 +639,7 @@ def _forward_header(hnode: Node, seen: set[str]) -> str:
 
 
 def _keys(
-    node: Node, allowed: frozenset[str], cc: CompileContext
+    node: Node, allowed: frozenset[str], cc: CompileContext[KeyRing]
 ) -> tuple[KeySet, tuple[Any, list[str]] | None, RemoteJwks | None]:
     node.keys(allowed={"jwks", "jwks_file", "remote", "keyring"})
     if not any(node.has(k) for k in ("jwks", "jwks_file", "remote", "keyring")):
@@ -718,7 +683,7 @@ def _parse_static(node: Node, doc: Any, allowed: frozenset[str], origin: str) ->
     return keys
 
 
-def _keyring(node: Node, allowed: frozenset[str], cc: CompileContext) -> tuple[Any, list[str]]:
+def _keyring(node: Node, allowed: frozenset[str], cc: CompileContext[KeyRing]) -> tuple[Any, list[str]]:
     ring = getattr(cc, "keyring", None)
     ids: list[str] = []
     for item in node.items():
@@ -736,7 +701,7 @@ def _keyring(node: Node, allowed: frozenset[str], cc: CompileContext) -> tuple[A
     return ring, ids
 
 
-def _remote(node: Node, allowed: frozenset[str], cc: CompileContext) -> RemoteJwks:
+def _remote(node: Node, allowed: frozenset[str], cc: CompileContext[KeyRing]) -> RemoteJwks:
     node.keys(
         allowed={"url", "ca_file", "cache_ttl", "refetch_interval", "timeout", "max_bytes", "allow_http"},
         required={"url"},

@@ -25,21 +25,22 @@ from __future__ import annotations
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
+from authz.algorithms import KONG_NAMES
 from authz.httpsig import SignatureError, cavage
 from authz.stages.authenticate import Authenticator, AuthResult
 from authz.stages.authenticate.signature import allowed_keys
-from authz.stages.replay import ReplayCheck
 from authz.stages.context import Ctx
+from authz.stages.replay import ReplayCheck
 from authz.store.base import ClaimOnce
 
 if TYPE_CHECKING:
+    from authz.config.context import CompileContext
+    from authz.config.source import Node
     from authz.keys import Key, KeyRing
-    from authz.policy.compile import CompileContext
-    from authz.policy.source import Node
     from authz.request import Request
 
-#: keyring algorithm -> the Kong algorithm name it verifies
-KEY_ALGORITHMS = {"hmac-sha256": "hmac-sha256", "HS256": "hmac-sha256", "HS384": "hmac-sha384", "HS512": "hmac-sha512"}
+#: keyring algorithm -> the Kong algorithm name it verifies (the algorithm table's kong column)
+KEY_ALGORITHMS = KONG_NAMES
 MAX_AUTHORIZATION_BYTES = 4096
 _CODES = {"component_missing": "sig.component_missing"}
 
@@ -137,7 +138,7 @@ class _KongKind:
     kind = "kong_hmac"
     section = "kong_hmac"
 
-    def compile(self, name: str, node: Node, cc: CompileContext) -> Authenticator:
+    def compile(self, name: str, node: Node, cc: CompileContext[KeyRing]) -> Authenticator:
         node.keys(allowed={"clock_skew", "enforce_headers", "keys", "single_use", "hide_credentials"})
         skew_ms = node.get("clock_skew", "300s").duration_ms(min_ms=1000)
         if skew_ms > 3_600_000:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from authz.decision import Outcome, Reason, add_reasons
@@ -56,9 +55,9 @@ from authz.stages.replay import ReplayCheck
 from authz.store.base import ClaimOnce
 
 if TYPE_CHECKING:
+    from authz.config.context import CompileContext
+    from authz.config.source import Node
     from authz.keys import Key, KeyRing
-    from authz.policy.compile import CompileContext
-    from authz.policy.source import Node
     from authz.request import Request
 
 _D = Outcome.DENY
@@ -272,7 +271,7 @@ class _SignatureKind:
     kind = "signature"
     section = "signatures"
 
-    def compile(self, name: str, node: Node, cc: CompileContext) -> Authenticator:
+    def compile(self, name: str, node: Node, cc: CompileContext[KeyRing]) -> Authenticator:
         node.keys(
             allowed={"components", "body_components", "label", "tag", "created", "max_age", "clock_skew", "nonce", "keys"}
         )
@@ -329,7 +328,7 @@ def _components(node: Node) -> tuple[str, ...]:
     return tuple(out)
 
 
-def allowed_keys(node: Node, cc: CompileContext, algorithms: Collection[str], what: str) -> frozenset[str] | None:
+def allowed_keys(node: Node, cc: CompileContext[KeyRing], algorithms: Collection[str], what: str) -> frozenset[str] | None:
     """The ``keys`` allow-list of a profile, each checked against the keyring; None for "any"."""
     if not node.has("keys"):
         if not any(k.algorithm in algorithms for k in cc.keyring):

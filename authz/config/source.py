@@ -12,6 +12,7 @@ offers typed accessors that raise ``ConfigError`` with that position:
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -188,7 +189,7 @@ class Node:
             self.error(f"must be one of {', '.join(sorted(choices))}; got {v!r}")
         return v
 
-    def int(self, *, min: int | None = None, max: int | None = None) -> int:  # noqa: A002
+    def int(self, *, min: builtins.int | None = None, max: builtins.int | None = None) -> builtins.int:  # noqa: A002
         v = self.value
         if isinstance(v, bool) or not isinstance(v, int):
             self.error(f"expected an integer, got {self._type()}")
@@ -208,12 +209,12 @@ class Node:
             self.error(f"must be at most {max}; got {v}")
         return float(v)
 
-    def bool(self) -> bool:
+    def bool(self) -> builtins.bool:
         if not isinstance(self.value, bool):
             self.error(f"expected true or false, got {self._type()}")
         return self.value
 
-    def duration_ms(self, *, min_ms: int = 0) -> int:
+    def duration_ms(self, *, min_ms: builtins.int = 0) -> builtins.int:
         """A duration: a number of seconds, or a string like ``250ms``, ``10s``, ``5m``, ``1h``, ``1d``."""
         v = self.value
         if isinstance(v, bool):
@@ -228,7 +229,7 @@ class Node:
             self.error(f"must be at least {min_ms} ms; got {v!r}")
         return ms
 
-    def str_list(self) -> list[str]:
+    def str_list(self) -> list[builtins.str]:
         """A list of strings; a single string is accepted as a list of one."""
         if isinstance(self.value, str):
             return [self.str()]

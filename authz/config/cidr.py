@@ -39,7 +39,7 @@ class CidrSet:
         table = self._v4 if net.version == 4 else self._v6
         bits = 32 if net.version == 4 else 128
         mask = ((1 << net.prefixlen) - 1) << (bits - net.prefixlen)
-        for plen, m, blocks in table:
+        for plen, _mask, blocks in table:
             if plen == net.prefixlen:
                 blocks.setdefault(int(net.network_address), label)
                 break
@@ -73,8 +73,8 @@ def _parse_ip(ip: str) -> tuple[int, int] | None:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return None
-    if addr.version == 6 and addr.ipv4_mapped is not None:  # type: ignore[union-attr]
-        addr = addr.ipv4_mapped  # type: ignore[union-attr]
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
     return addr.version, int(addr)
 
 
