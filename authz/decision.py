@@ -26,42 +26,74 @@ class Outcome(StrEnum):
     ERROR = "error"
 
 
-@dataclass(frozen=True, slots=True)
-class Reason:
-    code: str
+class Reason(str):
+    """A reason code: the code itself (a ``str``) with its outcome, default status and meaning.
+
+    Stages hold their reasons as module constants made by :func:`reason`, so a
+    misspelt code fails when its module loads, never on a request, and deciding
+    needs no lookup. Being a ``str``, a reason compares equal to its code and
+    serializes as it.
+    """
+
     outcome: Outcome
     status: int
     description: str
 
+    def __new__(cls, code: str, outcome: Outcome, status: int, description: str) -> Reason:
+        self = super().__new__(cls, code)
+        self.outcome = outcome
+        self.status = status
+        self.description = description
+        return self
 
-def _r(code: str, outcome: Outcome, status: int, description: str) -> Reason:
-    return Reason(code, outcome, status, description)
+    @property
+    def code(self) -> str:
+        return str.__str__(self)
+
+    def __repr__(self) -> str:
+        return f"Reason({self.code!r})"
+
+    def __reduce__(self) -> tuple[type[Reason], tuple[str, Outcome, int, str]]:
+        return Reason, (self.code, self.outcome, self.status, self.description)
+
+
+#: Every reason code authz can give, with its outcome and default HTTP status.
+#: Each is registered once by the module that owns it (:func:`reason`).
+REASONS: dict[str, Reason] = {}
+
+
+def reason(code: str, outcome: Outcome, status: int, description: str) -> Reason:
+    """Register a reason code and return it. A code may be registered only once.
+
+    :raises ValueError: the code is already registered with another meaning
+    """
+    prev = REASONS.get(code)
+    if prev is not None:
+        if (prev.outcome, prev.status, prev.description) != (outcome, status, description):
+            raise ValueError(f"reason {code!r} registered twice with different meanings")
+        return prev
+    r = Reason(code, outcome, status, description)
+    REASONS[code] = r
+    return r
 
 
 A, D, L, E = Outcome.ALLOW, Outcome.DENY, Outcome.LIMIT, Outcome.ERROR
 
-#: Every reason code authz can give, with its outcome and default HTTP status.
-#: Stages add theirs here, so the vocabulary stays in one place.
-REASONS: dict[str, Reason] = {
-    r.code: r
-    for r in (
-        _r("ok", A, 200, "Every check of the route passed."),
-        _r("ok.ip_allowlisted", A, 200, "The client address is on a list whose action is `allow`; later checks were skipped."),
-        _r("ok.store_unavailable", A, 200, "The store failed and every stateful check of the route fails open; allowed, tagged."),
-        _r("route.no_match", D, 403, "No route of the policy matches the request (host, method, path)."),
-        _r("route.deny", D, 403, "The matched route's action is `deny`."),
-        _r("ip.denied", D, 403, "The client address is on a deny list (the list's label is a signal)."),
-        _r("ip.not_allowed", D, 403, "The route admits only listed addresses and the client's is not on any list."),
-        _r("auth.missing", D, 401, "The route requires authentication and the request carries no credentials of any accepted kind."),
-        _r("quota.exhausted", L, 429, "A request quota of the route is used up; Retry-After says when to retry."),
-        _r("request.malformed", D, 400, "The request could not be understood (missing attributes, bad target, bad header syntax)."),
-        _r("request.too_large", D, 431, "The request's headers or target exceed the configured limits."),
-        _r("request.timeout", D, 408, "The client did not send a complete request head in time (HTTP door)."),
-        _r("request.bad_encoding", D, 400, "A header name or value is not valid UTF-8 or contains control characters."),
-        _r("store.unavailable", E, 503, "The state store failed and a stateful check of the route fails closed."),
-        _r("internal.error", E, 503, "authz hit an unexpected error; it fails closed and logs the decision id."),
-    )
-}
+OK = reason("ok", A, 200, "Every check of the route passed.")
+OK_IP_ALLOWLISTED = reason("ok.ip_allowlisted", A, 200, "The client address is on a list whose action is `allow`; later checks were skipped.")
+OK_STORE_UNAVAILABLE = reason("ok.store_unavailable", A, 200, "The store failed and every stateful check of the route fails open; allowed, tagged.")
+ROUTE_NO_MATCH = reason("route.no_match", D, 403, "No route of the policy matches the request (host, method, path).")
+ROUTE_DENY = reason("route.deny", D, 403, "The matched route's action is `deny`.")
+IP_DENIED = reason("ip.denied", D, 403, "The client address is on a deny list (the list's label is a signal).")
+IP_NOT_ALLOWED = reason("ip.not_allowed", D, 403, "The route admits only listed addresses and the client's is not on any list.")
+AUTH_MISSING = reason("auth.missing", D, 401, "The route requires authentication and the request carries no credentials of any accepted kind.")
+QUOTA_EXHAUSTED = reason("quota.exhausted", L, 429, "A request quota of the route is used up; Retry-After says when to retry.")
+REQUEST_MALFORMED = reason("request.malformed", D, 400, "The request could not be understood (missing attributes, bad target, bad header syntax).")
+REQUEST_TOO_LARGE = reason("request.too_large", D, 431, "The request's headers or target exceed the configured limits.")
+REQUEST_TIMEOUT = reason("request.timeout", D, 408, "The client did not send a complete request head in time (HTTP door).")
+REQUEST_BAD_ENCODING = reason("request.bad_encoding", D, 400, "A header name or value is not valid UTF-8 or contains control characters.")
+STORE_UNAVAILABLE = reason("store.unavailable", E, 503, "The state store failed and a stateful check of the route fails closed.")
+INTERNAL_ERROR = reason("internal.error", E, 503, "authz hit an unexpected error; it fails closed and logs the decision id.")
 
 
 def reasons_table() -> str:
@@ -70,14 +102,6 @@ def reasons_table() -> str:
     for r in sorted(REASONS.values(), key=lambda r: r.code):
         rows.append(f"| `{r.code}` | {r.outcome.value} | {r.status} | {r.description} |")
     return "\n".join(rows) + "\n"
-
-
-def add_reasons(*reasons: Reason) -> None:
-    """Register reason codes of a stage. A code may be registered only once."""
-    for r in reasons:
-        if r.code in REASONS and REASONS[r.code] != r:
-            raise ValueError(f"reason {r.code!r} registered twice with different meanings")
-        REASONS[r.code] = r
 
 
 class DecisionIds:
@@ -130,7 +154,7 @@ class Decision:
     id: str
     outcome: Outcome
     status: int
-    reason: str
+    reason: Reason
     time_ms: int
     route: str = ""
     identity: Identity = field(default_factory=Identity)
@@ -161,7 +185,7 @@ class Decision:
             "time_ms": self.time_ms,
             "outcome": self.outcome.value,
             "status": self.status,
-            "reason": self.reason,
+            "reason": self.reason.code,
             "route": self.route,
             "door": self.door,
             "method": self.method,

@@ -12,10 +12,21 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Callable
 
 from authz.clock import Clock, SystemClock
-from authz.decision import Decision, DecisionIds
+from authz.decision import (
+    OK_IP_ALLOWLISTED,
+    OK_STORE_UNAVAILABLE,
+    REQUEST_TOO_LARGE,
+    ROUTE_DENY,
+    ROUTE_NO_MATCH,
+    STORE_UNAVAILABLE,
+    Decision,
+    DecisionIds,
+    Reason,
+)
 from authz.errors import StoreError
 from authz.policy.model import Policy
 from authz.request import Request
@@ -26,6 +37,17 @@ from authz.stages.route import match_route
 from authz.store.base import Store
 
 log = logging.getLogger("authz.engine")
+
+
+def safe_traceback(exc: BaseException) -> str:
+    """Where an exception happened (files, lines, functions) and its type, never its message.
+
+    A message can quote request data (a token, a cookie); the frames and the
+    type are enough to find the bug, so nothing a client sent reaches the log.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    lines = [f"  {f.filename}:{f.lineno} in {f.name}" for f in frames[-12:]]
+    return "\n".join([*lines, f"{type(exc).__module__}.{type(exc).__qualname__} (message withheld)"])
 
 
 class Engine:
@@ -53,29 +75,43 @@ class Engine:
         self.on_decision = on_decision
 
     async def decide(self, req: Request) -> Decision:
+        """The decision on one request. Never raises: anything unexpected is ``internal.error``."""
         started = time.perf_counter_ns()
-        ctx = Ctx(req, self.clock.now_ms(), self.ids.next())
-        route_name = ""
+        ctx: Ctx | None = None
         try:
+            ctx = Ctx(req, self.clock.now_ms(), self.ids.next())
             route_name = await self._run(ctx)
-        except Exception:
-            log.exception("internal error deciding %s (decision %s); failing closed", req, ctx.id)
-            ctx.reason = None
-            ctx.refuse("internal.error")
-        decision = respond.finish(ctx, route_name, (time.perf_counter_ns() - started) // 1000)
-        if self.on_decision is not None:
-            self.on_decision(decision)
+            decision = respond.finish(ctx, route_name, (time.perf_counter_ns() - started) // 1000)
+        except Exception as exc:
+            decision = respond.failed(req, ctx)
+            log.error(
+                "internal error deciding %s (decision %s, route %r); failing closed\n%s",
+                req, decision.id, decision.route, safe_traceback(exc),
+            )  # fmt: skip
+        self._emit(decision)
         return decision
 
-    def malformed(self, req: Request, reason: str, detail: str) -> Decision:
-        """The decision for a request its door could not even read."""
-        ctx = Ctx(req, self.clock.now_ms(), self.ids.next())
-        ctx.refuse(reason)
-        ctx.signals.append(("request.problem", detail))
-        decision = respond.finish(ctx, "")
-        if self.on_decision is not None:
-            self.on_decision(decision)
+    def malformed(self, req: Request, reason: Reason, detail: str) -> Decision:
+        """The decision for a request its door could not even read. Never raises."""
+        ctx: Ctx | None = None
+        try:
+            ctx = Ctx(req, self.clock.now_ms(), self.ids.next())
+            ctx.refuse(reason)
+            ctx.signals.append(("request.problem", detail))
+            decision = respond.finish(ctx, "")
+        except Exception as exc:
+            decision = respond.failed(req, ctx)
+            log.error("internal error refusing a malformed request (decision %s)\n%s", decision.id, safe_traceback(exc))
+        self._emit(decision)
         return decision
+
+    def _emit(self, decision: Decision) -> None:
+        if self.on_decision is None:
+            return
+        try:
+            self.on_decision(decision)
+        except Exception as exc:  # a sink must never turn a decision into an error
+            log.error("decision sink failed for %s\n%s", decision.id, safe_traceback(exc))
 
     async def _run(self, ctx: Ctx) -> str:
         policy = self.policy  # one snapshot for the whole request, even across a reload
@@ -84,14 +120,14 @@ class Engine:
         # 0. sanity: bounded sizes before any work that scales with them
         limits = policy.limits
         if len(req.headers) > limits.max_headers or len(req.path) + len(req.query) > limits.max_target_bytes:
-            ctx.refuse("request.too_large")
+            ctx.refuse(REQUEST_TOO_LARGE)
             return ""
 
         # 1. route: host, method, path -> the route's checks
         route = match_route(policy.routes, req)
         if route is None:
             ctx.identity.client_ip = req.peer_ip
-            ctx.refuse("route.no_match")
+            ctx.refuse(ROUTE_NO_MATCH)
             return ""
         ctx.route_name = route.name
 
@@ -100,13 +136,13 @@ class Engine:
             req.peer_ip, req.headers.get("x-forwarded-for"), policy.trusted_proxies
         )
         if route.ip and identify.check_ip_rules(ctx, route.ip):
-            ctx.reason = "ok.ip_allowlisted"
+            ctx.reason = OK_IP_ALLOWLISTED
             return route.name
         if ctx.reason is not None:
             return route.name
         if route.action != "check":
             if route.action == "deny":
-                ctx.refuse("route.deny")
+                ctx.refuse(ROUTE_DENY)
             return route.name
 
         # 3. authenticate: JWT / signatures / anonymous (pure CPU, cached)
@@ -138,6 +174,6 @@ class Engine:
         closed = sorted({c.kind for c in ctx.checks if c.kind not in fail_open})
         if closed:
             ctx.signals.append(("store.fail_closed", ",".join(closed)))
-            ctx.refuse("store.unavailable")
+            ctx.refuse(STORE_UNAVAILABLE)
         else:
-            ctx.refuse("ok.store_unavailable")
+            ctx.refuse(OK_STORE_UNAVAILABLE)

@@ -106,7 +106,10 @@ class Request:
         return f"{self.path}?{self.query}" if self.has_query else self.path
 
     def __repr__(self) -> str:
-        return f"Request({self.method} {self.scheme}://{self.host}{self.target} from {self.peer_ip})"
+        # Never the query or a header: either may carry a credential (a token in
+        # ?access_token=, an Authorization header, a cookie), and this text reaches logs.
+        query = "?..." if self.has_query else ""
+        return f"Request({self.method} {self.scheme}://{self.host}{self.path}{query} from {self.peer_ip})"
 
 
 def split_target(target: str) -> tuple[str, str, bool]:

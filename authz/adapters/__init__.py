@@ -6,11 +6,13 @@ conventions of Envoy http_service, forward-auth proxies and nginx auth_request.
 
 from __future__ import annotations
 
+from authz.decision import Reason
+
 
 class Malformed(Exception):
     """A door's input cannot become a Request; carries the reason code to deny with."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail

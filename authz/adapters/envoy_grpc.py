@@ -22,7 +22,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 
 from authz.adapters import Malformed
-from authz.decision import Decision, Outcome
+from authz.decision import REQUEST_BAD_ENCODING, REQUEST_MALFORMED, REQUEST_TOO_LARGE, Decision, Outcome
 from authz.request import Request, split_target
 
 CheckRequest = external_auth_pb2.CheckRequest
@@ -45,23 +45,23 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
     """
     attrs = check.attributes
     if not attrs.HasField("request") or not attrs.request.HasField("http"):
-        raise Malformed("request.malformed", "CheckRequest has no attributes.request.http")
+        raise Malformed(REQUEST_MALFORMED, "CheckRequest has no attributes.request.http")
     http = attrs.request.http
     method = http.method
     if not method or not method.isascii() or not method.isalpha():
-        raise Malformed("request.malformed", "missing or invalid :method")
+        raise Malformed(REQUEST_MALFORMED, "missing or invalid :method")
     raw_path = http.path
     if not raw_path:
-        raise Malformed("request.malformed", "missing :path")
+        raise Malformed(REQUEST_MALFORMED, "missing :path")
     if len(raw_path) > max_header_bytes:
-        raise Malformed("request.too_large", "request target too large")
+        raise Malformed(REQUEST_TOO_LARGE, "request target too large")
 
     headers: dict[str, str] = {}
     total = 0
     if http.HasField("header_map"):
         entries = http.header_map.headers
         if len(entries) > max_headers:
-            raise Malformed("request.too_large", f"{len(entries)} header lines")
+            raise Malformed(REQUEST_TOO_LARGE, f"{len(entries)} header lines")
         for hv in entries:
             name = hv.key
             if name[:1] == ":":
@@ -71,7 +71,7 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
             try:
                 value = raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise Malformed("request.bad_encoding", f"header {name!r} is not valid UTF-8") from None
+                raise Malformed(REQUEST_BAD_ENCODING, f"header {name!r} is not valid UTF-8") from None
             name = name.lower()
             value = value.strip(" \t")
             prev = headers.get(name)
@@ -79,17 +79,17 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
     else:
         hmap = http.headers
         if len(hmap) > max_headers:
-            raise Malformed("request.too_large", f"{len(hmap)} headers")
+            raise Malformed(REQUEST_TOO_LARGE, f"{len(hmap)} headers")
         for name, value in hmap.items():
             if name[:1] == ":":
                 continue
             total += len(name) + len(value)
             headers[name.lower()] = value
     if total > max_header_bytes:
-        raise Malformed("request.too_large", f"{total} bytes of headers")
+        raise Malformed(REQUEST_TOO_LARGE, f"{total} bytes of headers")
     for name, value in headers.items():
         if not _field_ok(name, value):
-            raise Malformed("request.bad_encoding", f"control characters in header {name!r}")
+            raise Malformed(REQUEST_BAD_ENCODING, f"control characters in header {name!r}")
 
     path, query, has_query = split_target(raw_path)
     source = attrs.source

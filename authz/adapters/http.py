@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.adapters import Malformed
-from authz.decision import Decision, Outcome
+from authz.decision import REQUEST_BAD_ENCODING, REQUEST_MALFORMED, Decision, Outcome
 from authz.pipeline import Engine
 from authz.request import Request, split_target
 
@@ -201,7 +201,7 @@ class HttpDoor:
                 await self._health(send)
                 return
             decision = engine.malformed(
-                _UNREADABLE, "request.malformed", "no HTTP convention is configured for this path"
+                _UNREADABLE, REQUEST_MALFORMED, "no HTTP convention is configured for this path"
             )
             await answer(send, decision, ENVOY)
             return
@@ -276,10 +276,10 @@ def _headers(raw: list[tuple[bytes, bytes]], drop: frozenset[str]) -> tuple[dict
             prev = out.get(name)
             out[name] = value if prev is None else f"{prev}, {value}"
     except UnicodeDecodeError:
-        raise Malformed("request.bad_encoding", f"header {bname[:64].decode('latin-1')!r} is not valid UTF-8") from None
+        raise Malformed(REQUEST_BAD_ENCODING, f"header {bname[:64].decode('latin-1')!r} is not valid UTF-8") from None
     if _BAD_VALUE.search(b"\t".join(values)):
         bad = next(n for n, v in raw if _BAD_VALUE.search(v))
-        raise Malformed("request.bad_encoding", f"control characters in header {bad[:64].decode('latin-1')!r}")
+        raise Malformed(REQUEST_BAD_ENCODING, f"control characters in header {bad[:64].decode('latin-1')!r}")
     return kept, conv
 
 
@@ -298,7 +298,7 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
         try:
             target = envoy_target.decode("ascii")
         except UnicodeDecodeError:
-            raise Malformed("request.bad_encoding", "request target is not ASCII") from None
+            raise Malformed(REQUEST_BAD_ENCODING, "request target is not ASCII") from None
         host = conv.get("host", "")
         scheme = _scheme(headers.get("x-forwarded-proto", "http"))
         if "x-forwarded-for" not in headers:
@@ -316,13 +316,13 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
             target = conv.get("x-original-uri", "")
             missing = "X-Original-Method" if not method else "X-Original-URI"
         if not method or not target:
-            raise Malformed("request.malformed", f"{mode}: no {missing} header")
+            raise Malformed(REQUEST_MALFORMED, f"{mode}: no {missing} header")
         host = conv.get("x-forwarded-host") or conv.get("host", "")
         scheme = _scheme(conv.get("x-forwarded-proto", "http"))
     if not method.isascii() or not method.isalpha():
-        raise Malformed("request.malformed", "invalid original method")
+        raise Malformed(REQUEST_MALFORMED, "invalid original method")
     if not target.startswith(("/", "http://", "https://")) or not target.isprintable() or " " in target:
-        raise Malformed("request.malformed", "invalid original request target")
+        raise Malformed(REQUEST_MALFORMED, "invalid original request target")
     path, query, has_query = split_target(target)
     return Request(
         method=method,
@@ -345,7 +345,7 @@ def _scheme(value: str) -> str:
     first = value.partition(",")[0].strip().lower()
     scheme = _SCHEMES.get(first)
     if scheme is None:
-        raise Malformed("request.malformed", "X-Forwarded-Proto is not http or https")
+        raise Malformed(REQUEST_MALFORMED, "X-Forwarded-Proto is not http or https")
     return scheme
 
 

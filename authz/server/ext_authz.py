@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from authz.adapters import Malformed, envoy_grpc
+from authz.decision import REQUEST_MALFORMED
 from authz.pipeline import Engine
 from authz.request import Request
 
@@ -45,7 +46,7 @@ class AuthorizationService:
     async def check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         engine = self.engine
         if type(request) is _Undecodable:
-            decision = engine.malformed(_UNREADABLE, "request.malformed", request.detail)
+            decision = engine.malformed(_UNREADABLE, REQUEST_MALFORMED, request.detail)
             return envoy_grpc.to_response(decision)
         limits = engine.policy.limits
         try:

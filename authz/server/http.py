@@ -33,6 +33,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from authz.adapters.http import RAW_TARGET, HttpDoor, render_raw
+from authz.decision import REQUEST_MALFORMED, REQUEST_TIMEOUT, REQUEST_TOO_LARGE, Reason
 from authz.errors import ConfigError
 from authz.request import Request
 from authz.settings import split_hostport
@@ -115,7 +116,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         if not self._seen_bytes:
             self.transport.close()  # nothing asked, nothing to answer
             return
-        self._refuse("request.timeout", "request head not complete in time")
+        self._refuse(REQUEST_TIMEOUT, "request head not complete in time")
 
     # parser callbacks
 
@@ -159,11 +160,11 @@ class BoundedHttpTools(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         # called by uvicorn for every parser error, ours included
         if self._refusal:
-            self._refuse("request.too_large", self._refusal)
+            self._refuse(REQUEST_TOO_LARGE, self._refusal)
         else:
-            self._refuse("request.malformed", "unparsable HTTP request")
+            self._refuse(REQUEST_MALFORMED, "unparsable HTTP request")
 
-    def _refuse(self, reason: str, detail: str) -> None:
+    def _refuse(self, reason: Reason, detail: str) -> None:
         self._disarm()
         decision = self.door.engine.malformed(_HEAD, reason, detail)
         self.transport.write(render_raw(decision))

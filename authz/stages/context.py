@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from authz.decision import Identity
+from authz.decision import Identity, Reason
 from authz.request import Request
 from authz.store.base import Op, Result
 
@@ -37,7 +37,7 @@ class Ctx:
         self.route_name = ""
         self.identity = Identity()
         #: the reason code of the first check that refused the request; None while all passed
-        self.reason: str | None = None
+        self.reason: Reason | None = None
         #: an HTTP status overriding the reason's default (e.g. 403 for insufficient_scope)
         self.status = 0
         self.signals: list[tuple[str, str]] = []
@@ -53,7 +53,7 @@ class Ctx:
         self.ops: list[Op] = []
         self.checks: list[StatefulCheck] = []
 
-    def refuse(self, reason: str, *, status: int = 0) -> None:
+    def refuse(self, reason: Reason, *, status: int = 0) -> None:
         """Record a refusal; the first one decides the outcome."""
         if self.reason is None:
             self.reason = reason

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from authz.config.cidr import CidrSet
+from authz.decision import IP_DENIED, IP_NOT_ALLOWED
 
 if TYPE_CHECKING:
     from authz.stages.context import Ctx
@@ -62,7 +63,7 @@ def check_ip_rules(ctx: Ctx, rules: IpRules) -> bool:
         label = lst.match(ip)
         if label is not None:
             ctx.signals.append(("ip.list", f"{lst.name}:{label}"))
-            ctx.refuse("ip.denied")
+            ctx.refuse(IP_DENIED)
             return False
     for lst in rules.allow:
         label = lst.match(ip)
@@ -75,5 +76,5 @@ def check_ip_rules(ctx: Ctx, rules: IpRules) -> bool:
             if label is not None:
                 ctx.signals.append(("ip.list", f"{lst.name}:{label}"))
                 return False
-        ctx.refuse("ip.not_allowed")
+        ctx.refuse(IP_NOT_ALLOWED)
     return False

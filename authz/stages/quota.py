@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from authz.decision import QUOTA_EXHAUSTED
 from authz.stages.context import Ctx
 from authz.store.base import Op, Result, TakeTokens, Tokens
 
@@ -67,7 +68,7 @@ class Quota:
         if not result.allowed:
             retry_s = max((result.retry_after_ms + 999) // 1000, 1)
             if ctx.reason is None:
-                ctx.refuse("quota.exhausted")
+                ctx.refuse(QUOTA_EXHAUSTED)
                 ctx.deny_headers.append(("retry-after", str(retry_s)))
                 _set_ratelimit(ctx, self.name, self.burst, window_s, 0, retry_s)
             ctx.signals.append(("quota." + self.name, "exhausted"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from authz.decision import Reason
 from authz.stages.context import Ctx
 from authz.store.base import ALREADY_CLAIMED, BEFORE_EPOCH, Op, Result
 
@@ -25,7 +26,7 @@ class ReplayCheck:
     :param challenge: the ``WWW-Authenticate`` value sent with the refusal
     """
 
-    reason: str
+    reason: Reason
     challenge: str
     kind: str = "replay"
 

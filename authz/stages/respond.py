@@ -8,7 +8,8 @@ reason's status, a small JSON body and the decision id.
 
 from __future__ import annotations
 
-from authz.decision import REASONS, Decision, Outcome
+from authz.decision import INTERNAL_ERROR, OK, Decision, Outcome
+from authz.request import Request
 from authz.stages.context import Ctx
 
 HEADER_PREFIX = "x-authz-"
@@ -17,14 +18,13 @@ DECISION_ID = "x-authz-decision-id"
 
 def finish(ctx: Ctx, route_name: str, duration_us: int = 0) -> Decision:
     req = ctx.req
-    reason_code = ctx.reason or "ok"
-    reason = REASONS[reason_code]
+    reason = ctx.reason or OK
     ident = ctx.identity
     decision = Decision(
         id=ctx.id,
         outcome=reason.outcome,
         status=ctx.status or reason.status,
-        reason=reason_code,
+        reason=reason,
         time_ms=ctx.now_ms,
         route=route_name,
         identity=ident,
@@ -62,7 +62,31 @@ def finish(ctx: Ctx, route_name: str, duration_us: int = 0) -> Decision:
             ("cache-control", "no-store"),
         ]
         decision.body = b'{"error":"%s","decision_id":"%s"}' % (
-            reason_code.encode(),
+            reason.code.encode(),
             ctx.id.encode(),
         )
     return decision
+
+
+def failed(req: Request, ctx: Ctx | None) -> Decision:
+    """The fail-closed decision when deciding itself broke: built from plain values only."""
+    decision_id = ctx.id if ctx is not None else "unknown"
+    body = b'{"error":"internal.error","decision_id":"%s"}' % decision_id.encode("ascii", "replace")
+    return Decision(
+        id=decision_id,
+        outcome=INTERNAL_ERROR.outcome,
+        status=INTERNAL_ERROR.status,
+        reason=INTERNAL_ERROR,
+        time_ms=ctx.now_ms if ctx is not None else 0,
+        route=ctx.route_name if ctx is not None else "",
+        client_headers=[
+            (DECISION_ID, decision_id),
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+        ],
+        body=body,
+        method=req.method,
+        host=req.host,
+        path=req.path,
+        door=req.door,
+    )

@@ -14,7 +14,7 @@ import pytest
 from authz.clock import FixedClock
 from authz.config.context import CompileContext
 from authz.config.source import load
-from authz.decision import REASONS, Decision, DecisionIds, Outcome
+from authz.decision import AUTH_MISSING, REASONS, Decision, DecisionIds, Outcome
 from authz.errors import StoreError
 from authz.keys import EMPTY_KEYRING
 from authz.pipeline import Engine
@@ -220,7 +220,7 @@ class _Stub(Authenticator):
             return AuthResult(ok=True, subject="alice", key_id="k1", upstream_headers=[("x-authz-scope", "read")])
         if req.headers["x-stub"] == "boom":
             raise RuntimeError("bug in a stage")
-        return AuthResult(ok=False, reason="auth.missing", challenge='Stub realm="t"')
+        return AuthResult(ok=False, reason=AUTH_MISSING, challenge='Stub realm="t"')
 
     def challenge(self) -> str:
         return 'Stub realm="t"'

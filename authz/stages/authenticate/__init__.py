@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from authz.decision import AUTH_MISSING, Reason
 from authz.stages.context import Ctx, StatefulCheck
 from authz.store.base import Op
 
@@ -38,7 +39,7 @@ class AuthResult:
     """
 
     ok: bool
-    reason: str = ""
+    reason: Reason | None = None
     status: int = 0
     challenge: str = ""
     subject: str = ""
@@ -111,6 +112,7 @@ async def authenticate(ctx: Ctx, methods: tuple[Authenticator, ...], anonymous_o
         if result.signals:
             ctx.signals.extend(result.signals)
         if not result.ok:
+            assert result.reason is not None, "a failed AuthResult names its reason"
             ctx.refuse(result.reason, status=result.status)
             if result.challenge:
                 ctx.deny_headers.append(("www-authenticate", result.challenge))
@@ -128,7 +130,7 @@ async def authenticate(ctx: Ctx, methods: tuple[Authenticator, ...], anonymous_o
     if anonymous_ok:
         ctx.identity.method = "anonymous"
         return
-    ctx.refuse("auth.missing")
+    ctx.refuse(AUTH_MISSING)
     for method in methods:
         value = method.challenge()
         if value:

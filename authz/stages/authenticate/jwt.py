@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from authz.algorithms import ALGORITHMS
-from authz.decision import Outcome, Reason, add_reasons
+from authz.decision import Outcome, Reason, reason
 from authz.stages.authenticate import Authenticator, AuthResult
 from authz.stages.authenticate.jwks import (
     JWS_ALGORITHMS,
@@ -67,23 +67,21 @@ if TYPE_CHECKING:
     from authz.stages.context import Ctx
 
 _D = Outcome.DENY
-add_reasons(
-    Reason("jwt.malformed", _D, 401, "The bearer token is not a well-formed compact JWS/JWT (syntax, encoding, JSON, header)."),
-    Reason("jwt.too_large", _D, 401, "The bearer token exceeds the provider's size limit; refused before parsing."),
-    Reason("jwt.alg_not_allowed", _D, 401, "The token's alg is not on the provider's allow-list (alg none is never), or does not fit the key."),
-    Reason("jwt.unknown_kid", _D, 401, "No key of the provider has the token's kid (after a rate-limited JWKS refetch)."),
-    Reason("jwt.key_revoked", _D, 401, "The token's key is revoked or past its not_after date in the keyring."),
-    Reason("jwt.keys_unavailable", Outcome.ERROR, 503, "The provider's remote JWKS has never been fetched successfully."),
-    Reason("jwt.bad_signature", _D, 401, "The token's signature does not verify with its key."),
-    Reason("jwt.expired", _D, 401, "The token's exp is in the past (beyond the leeway)."),
-    Reason("jwt.not_yet_valid", _D, 401, "The token's nbf or iat is in the future (beyond the leeway)."),
-    Reason("jwt.lifetime_too_long", _D, 401, "The token lives longer than the provider's max_lifetime."),
-    Reason("jwt.bad_issuer", _D, 401, "The token's iss is not the provider's issuer."),
-    Reason("jwt.bad_audience", _D, 401, "None of the token's aud values is an audience of the provider."),
-    Reason("jwt.missing_claim", _D, 401, "A claim the provider requires (exp, the subject claim, required_claims) is missing or of the wrong type."),
-    Reason("jwt.insufficient_scope", _D, 403, "The token lacks a scope the provider requires (scope string or scp list)."),
-    Reason("jwt.replay", _D, 401, "The token's jti was already used (single_use), or was issued before the replay store's memory began."),
-)
+JWT_MALFORMED = reason("jwt.malformed", _D, 401, "The bearer token is not a well-formed compact JWS/JWT (syntax, encoding, JSON, header).")
+JWT_TOO_LARGE = reason("jwt.too_large", _D, 401, "The bearer token exceeds the provider's size limit; refused before parsing.")
+JWT_ALG_NOT_ALLOWED = reason("jwt.alg_not_allowed", _D, 401, "The token's alg is not on the provider's allow-list (alg none is never), or does not fit the key.")
+JWT_UNKNOWN_KID = reason("jwt.unknown_kid", _D, 401, "No key of the provider has the token's kid (after a rate-limited JWKS refetch).")
+JWT_KEY_REVOKED = reason("jwt.key_revoked", _D, 401, "The token's key is revoked or past its not_after date in the keyring.")
+JWT_KEYS_UNAVAILABLE = reason("jwt.keys_unavailable", Outcome.ERROR, 503, "The provider's remote JWKS has never been fetched successfully.")
+JWT_BAD_SIGNATURE = reason("jwt.bad_signature", _D, 401, "The token's signature does not verify with its key.")
+JWT_EXPIRED = reason("jwt.expired", _D, 401, "The token's exp is in the past (beyond the leeway).")
+JWT_NOT_YET_VALID = reason("jwt.not_yet_valid", _D, 401, "The token's nbf or iat is in the future (beyond the leeway).")
+JWT_LIFETIME_TOO_LONG = reason("jwt.lifetime_too_long", _D, 401, "The token lives longer than the provider's max_lifetime.")
+JWT_BAD_ISSUER = reason("jwt.bad_issuer", _D, 401, "The token's iss is not the provider's issuer.")
+JWT_BAD_AUDIENCE = reason("jwt.bad_audience", _D, 401, "None of the token's aud values is an audience of the provider.")
+JWT_MISSING_CLAIM = reason("jwt.missing_claim", _D, 401, "A claim the provider requires (exp, the subject claim, required_claims) is missing or of the wrong type.")
+JWT_INSUFFICIENT_SCOPE = reason("jwt.insufficient_scope", _D, 403, "The token lacks a scope the provider requires (scope string or scp list).")
+JWT_REPLAY = reason("jwt.replay", _D, 401, "The token's jti was already used (single_use), or was issued before the replay store's memory began.")
 
 DEFAULT_MAX_TOKEN_BYTES = 8192
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
@@ -97,7 +95,7 @@ _MAX_REALM = 128
 class Failure(Exception):
     """A refused token: the reason code and a short, token-free description."""
 
-    def __init__(self, reason: str, description: str) -> None:
+    def __init__(self, reason: Reason, description: str) -> None:
         super().__init__(description)
         self.reason = reason
         self.description = description
@@ -136,7 +134,7 @@ class TokenSource:
                 if c.partition("=")[0].strip() == self.name
             ]
         if len(found) > 1:
-            raise Failure("jwt.malformed", "more than one token in the request")
+            raise Failure(JWT_MALFORMED, "more than one token in the request")
         return unquote(found[0]) if found and self.where == "query" else (found[0] if found else "")
 
 
@@ -223,7 +221,7 @@ class JwtAuthenticator(Authenticator):
         self._ring = keyring_view
         self._ring_cache: tuple[Any, int, KeySet] | None = None
         self._replay = ReplayCheck(
-            "jwt.replay",
+            JWT_REPLAY,
             f'Bearer realm="{provider.realm}", error="invalid_token", error_description="token already used"',
         )
         self.hits = 0
@@ -241,7 +239,7 @@ class JwtAuthenticator(Authenticator):
         try:
             token = self.p.token.extract(req)
             if not token:
-                raise Failure("jwt.malformed", "empty bearer token")
+                raise Failure(JWT_MALFORMED, "empty bearer token")
             verified = await self.verify(token, ctx.now_ms)
         except Failure as f:
             return self._refusal(f)
@@ -261,7 +259,7 @@ class JwtAuthenticator(Authenticator):
     def _refusal(self, f: Failure) -> AuthResult:
         realm = f'Bearer realm="{self.p.realm}"'
         desc = f.description.replace('"', "'")
-        if f.reason == "jwt.insufficient_scope":
+        if f.reason == JWT_INSUFFICIENT_SCOPE:
             scope = " ".join(self.p.scopes)
             return AuthResult(
                 ok=False,
@@ -269,7 +267,7 @@ class JwtAuthenticator(Authenticator):
                 status=403,
                 challenge=f'{realm}, error="insufficient_scope", error_description="{desc}", scope="{scope}"',
             )
-        if f.reason == "jwt.keys_unavailable":
+        if f.reason == JWT_KEYS_UNAVAILABLE:
             return AuthResult(ok=False, reason=f.reason, challenge=realm)
         return AuthResult(
             ok=False, reason=f.reason, challenge=f'{realm}, error="invalid_token", error_description="{desc}"'
@@ -284,7 +282,7 @@ class JwtAuthenticator(Authenticator):
         """
         p = self.p
         if len(token) > p.max_token_bytes:
-            raise Failure("jwt.too_large", f"token longer than {p.max_token_bytes} bytes")
+            raise Failure(JWT_TOO_LARGE, f"token longer than {p.max_token_bytes} bytes")
         digest = hashlib.sha256(token.encode()).digest()
         hit = self._cache.get(digest)
         if hit is not None:
@@ -313,7 +311,7 @@ class JwtAuthenticator(Authenticator):
 
     async def _verify(self, token: str, now_ms: int) -> _Verified:
         if not _TOKEN.fullmatch(token):
-            raise Failure("jwt.malformed", "not a compact JWS (three base64url parts)")
+            raise Failure(JWT_MALFORMED, "not a compact JWS (three base64url parts)")
         h64, p64, s64 = token.split(".")
         header = self._json_object(h64, "header")
         alg = self._check_header(header)
@@ -321,9 +319,9 @@ class JwtAuthenticator(Authenticator):
         try:
             signature = b64url_decode(s64)
         except (ValueError, binascii.Error):
-            raise Failure("jwt.malformed", "signature is not base64url") from None
+            raise Failure(JWT_MALFORMED, "signature is not base64url") from None
         if not verify_signature(alg, key, f"{h64}.{p64}".encode("ascii"), signature):
-            raise Failure("jwt.bad_signature", "signature does not verify")
+            raise Failure(JWT_BAD_SIGNATURE, "signature does not verify")
         claims = self._json_object(p64, "payload")
         return self._check_claims(claims, key, p64, now_ms)
 
@@ -332,32 +330,32 @@ class JwtAuthenticator(Authenticator):
         try:
             value = strict_json(b64url_decode(part))
         except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
-            raise Failure("jwt.malformed", f"{what} is not base64url JSON") from None
+            raise Failure(JWT_MALFORMED, f"{what} is not base64url JSON") from None
         if not isinstance(value, dict):
-            raise Failure("jwt.malformed", f"{what} is not a JSON object")
+            raise Failure(JWT_MALFORMED, f"{what} is not a JSON object")
         return value
 
     def _check_header(self, header: dict[str, Any]) -> str:
         """The header's alg, once it passed the allow-list. No key is looked at before this."""
         alg = header.get("alg")
         if not isinstance(alg, str):
-            raise Failure("jwt.malformed", "header has no alg")
+            raise Failure(JWT_MALFORMED, "header has no alg")
         if alg.lower() == "none":
-            raise Failure("jwt.alg_not_allowed", "unsecured tokens (alg none) are never accepted")
+            raise Failure(JWT_ALG_NOT_ALLOWED, "unsecured tokens (alg none) are never accepted")
         if alg not in self.p.algorithms:
-            raise Failure("jwt.alg_not_allowed", "alg not allowed by this provider")
+            raise Failure(JWT_ALG_NOT_ALLOWED, "alg not allowed by this provider")
         if "crit" in header:
-            raise Failure("jwt.malformed", "critical header extensions are not supported")
+            raise Failure(JWT_MALFORMED, "critical header extensions are not supported")
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.lower() not in _TYP_OK):
-            raise Failure("jwt.malformed", "typ is not JWT")
+            raise Failure(JWT_MALFORMED, "typ is not JWT")
         # jku, x5u, jwk, x5c: never read. Keys come from the provider's configuration only.
         return alg
 
     async def _find_key(self, header: dict[str, Any], alg: str, now_ms: int) -> VerifyKey:
         kid = header.get("kid")
         if kid is not None and (not isinstance(kid, str) or len(kid) > MAX_KID_CHARS):
-            raise Failure("jwt.malformed", "kid is not a short string")
+            raise Failure(JWT_MALFORMED, "kid is not a short string")
         remote = self.p.remote
         if remote is not None and not remote.loaded:
             await remote.wait_loaded()
@@ -368,12 +366,12 @@ class JwtAuthenticator(Authenticator):
                 key = None
         if key is None:
             if remote is not None and not remote.loaded and not self.p.static_keys and self._ring is None:
-                raise Failure("jwt.keys_unavailable", "keys unavailable")
-            raise Failure("jwt.unknown_kid", "no key for this kid" if kid else "token names no kid")
+                raise Failure(JWT_KEYS_UNAVAILABLE, "keys unavailable")
+            raise Failure(JWT_UNKNOWN_KID, "no key for this kid" if kid else "token names no kid")
         if alg not in key.algorithms:
-            raise Failure("jwt.alg_not_allowed", "alg does not fit the key")
+            raise Failure(JWT_ALG_NOT_ALLOWED, "alg does not fit the key")
         if not key.usable(now_ms):
-            raise Failure("jwt.key_revoked", "key revoked or expired")
+            raise Failure(JWT_KEY_REVOKED, "key revoked or expired")
         return key
 
     def _lookup(self, kid: str | None, alg: str, now_ms: int) -> VerifyKey | None:
@@ -405,44 +403,44 @@ class JwtAuthenticator(Authenticator):
         leeway = p.leeway_ms
         exp = _time_claim(claims, "exp")
         if exp is None:
-            raise Failure("jwt.missing_claim", "exp is required")
+            raise Failure(JWT_MISSING_CLAIM, "exp is required")
         if exp <= now_ms - leeway:
-            raise Failure("jwt.expired", "token expired")
+            raise Failure(JWT_EXPIRED, "token expired")
         nbf = _time_claim(claims, "nbf")
         if nbf is not None and nbf > now_ms + leeway:
-            raise Failure("jwt.not_yet_valid", "token not valid yet (nbf)")
+            raise Failure(JWT_NOT_YET_VALID, "token not valid yet (nbf)")
         iat = _time_claim(claims, "iat")
         if iat is not None and iat > now_ms + leeway:
-            raise Failure("jwt.not_yet_valid", "token issued in the future (iat)")
+            raise Failure(JWT_NOT_YET_VALID, "token issued in the future (iat)")
         if p.max_lifetime_ms is not None:
             start = iat if iat is not None else now_ms
             if exp - start > p.max_lifetime_ms or exp - now_ms > p.max_lifetime_ms + leeway:
-                raise Failure("jwt.lifetime_too_long", "token lifetime exceeds the provider's maximum")
+                raise Failure(JWT_LIFETIME_TOO_LONG, "token lifetime exceeds the provider's maximum")
         if p.issuer is not None and claims.get("iss") != p.issuer:
-            raise Failure("jwt.bad_issuer", "issuer not accepted")
+            raise Failure(JWT_BAD_ISSUER, "issuer not accepted")
         if p.audiences:
             aud = claims.get("aud")
             auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
             if not any(isinstance(a, str) and a in p.audiences for a in auds):
-                raise Failure("jwt.bad_audience", "audience not accepted")
+                raise Failure(JWT_BAD_AUDIENCE, "audience not accepted")
         for name in p.required_claims:
             if claims.get(name) is None:
-                raise Failure("jwt.missing_claim", f"claim {name} is required")
+                raise Failure(JWT_MISSING_CLAIM, f"claim {name} is required")
         subject = claims.get(p.subject_claim)
         if not isinstance(subject, str) or not subject:
-            raise Failure("jwt.missing_claim", f"claim {p.subject_claim} must be a non-empty string")
+            raise Failure(JWT_MISSING_CLAIM, f"claim {p.subject_claim} must be a non-empty string")
         if p.scopes:
             granted = _scopes(claims)
             if not all(s in granted for s in p.scopes):
-                raise Failure("jwt.insufficient_scope", "token lacks a required scope")
+                raise Failure(JWT_INSUFFICIENT_SCOPE, "token lacks a required scope")
         jti_key = ""
         iat_ms = iat if iat is not None else now_ms
         if p.single_use:
             jti = claims.get("jti")
             if not isinstance(jti, str) or not jti or len(jti) > _MAX_JTI:
-                raise Failure("jwt.missing_claim", "single-use tokens need a jti (a short string)")
+                raise Failure(JWT_MISSING_CLAIM, "single-use tokens need a jti (a short string)")
             if iat is None:
-                raise Failure("jwt.missing_claim", "single-use tokens need iat")
+                raise Failure(JWT_MISSING_CLAIM, "single-use tokens need iat")
             jti_key = "jwt:" + hashlib.sha256(f"{p.name}\0{claims.get('iss', '')}\0{jti}".encode()).hexdigest()[:32]
         upstream, remove = self._forward(claims, p64)
         return _Verified(exp, key, subject, claims, upstream, remove, jti_key, iat_ms)
@@ -473,9 +471,9 @@ def _time_claim(claims: dict[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise Failure("jwt.malformed", f"{name} is not a number")
+        raise Failure(JWT_MALFORMED, f"{name} is not a number")
     if not -(2**53) < value < 2**53:
-        raise Failure("jwt.malformed", f"{name} is out of range")
+        raise Failure(JWT_MALFORMED, f"{name} is out of range")
     return int(value * 1000)
 
 

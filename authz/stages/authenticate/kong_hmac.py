@@ -26,9 +26,21 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
 from authz.algorithms import KONG_NAMES
+from authz.decision import Reason
 from authz.httpsig import SignatureError, cavage
 from authz.stages.authenticate import Authenticator, AuthResult
-from authz.stages.authenticate.signature import allowed_keys
+from authz.stages.authenticate.signature import (
+    SIG_ALG_MISMATCH,
+    SIG_BAD_SIGNATURE,
+    SIG_COMPONENT_MISSING,
+    SIG_CREATED_IN_FUTURE,
+    SIG_CREATED_MISSING,
+    SIG_EXPIRED,
+    SIG_MALFORMED,
+    SIG_REPLAY,
+    SIG_UNKNOWN_KEY,
+    allowed_keys,
+)
 from authz.stages.context import Ctx
 from authz.stages.replay import ReplayCheck
 from authz.store.base import ClaimOnce
@@ -42,7 +54,7 @@ if TYPE_CHECKING:
 #: keyring algorithm -> the Kong algorithm name it verifies (the algorithm table's kong column)
 KEY_ALGORITHMS = KONG_NAMES
 MAX_AUTHORIZATION_BYTES = 4096
-_CODES = {"component_missing": "sig.component_missing"}
+_CODES = {"component_missing": SIG_COMPONENT_MISSING}
 
 
 class KongHmac(Authenticator):
@@ -67,7 +79,7 @@ class KongHmac(Authenticator):
         self.single_use = single_use
         self.hide_credentials = hide_credentials
         self._challenge = f'hmac realm="{name}"'
-        self._replay = ReplayCheck("sig.replay", self._challenge)
+        self._replay = ReplayCheck(SIG_REPLAY, self._challenge)
 
     def present(self, req: Request) -> bool:
         return req.headers.get("authorization", "")[:5].lower() == "hmac "
@@ -75,47 +87,47 @@ class KongHmac(Authenticator):
     def challenge(self) -> str:
         return self._challenge
 
-    def _fail(self, reason: str, detail: str) -> AuthResult:
+    def _fail(self, reason: Reason, detail: str) -> AuthResult:
         return AuthResult(ok=False, reason=reason, challenge=self._challenge, signals=[("sig.problem", detail)])
 
     async def authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
         value = req.headers.get("authorization", "")
         if len(value) > MAX_AUTHORIZATION_BYTES:
-            return self._fail("sig.malformed", "Authorization too large")
+            return self._fail(SIG_MALFORMED, "Authorization too large")
         try:
             params = cavage.parse_authorization(value)
             names = cavage.signed_headers(params)
             return self._verify(req, ctx, params, names)
         except SignatureError as exc:
-            return self._fail(_CODES.get(exc.code, "sig.malformed"), exc.detail)
+            return self._fail(_CODES.get(exc.code, SIG_MALFORMED), exc.detail)
 
     def _verify(self, req: Request, ctx: Ctx, params: dict[str, str], names: list[str]) -> AuthResult:
         key = self._key(params["username"], ctx.now_ms)
         if key is None:
-            return self._fail("sig.unknown_key", "username unknown or not usable")
+            return self._fail(SIG_UNKNOWN_KEY, "username unknown or not usable")
         algorithm = KEY_ALGORITHMS[key.algorithm]
         if params["algorithm"].lower() != algorithm:
-            return self._fail("sig.alg_mismatch", f"algorithm {params['algorithm']!r} but the key is {algorithm}")
+            return self._fail(SIG_ALG_MISMATCH, f"algorithm {params['algorithm']!r} but the key is {algorithm}")
         date_name = "x-date" if "x-date" in req.headers else "date"
         date_value = req.headers.get(date_name)
         if date_value is None:
-            return self._fail("sig.created_missing", "a Date or X-Date header is required")
+            return self._fail(SIG_CREATED_MISSING, "a Date or X-Date header is required")
         if date_name not in names:
-            return self._fail("sig.component_missing", f"{date_name} is not signed")
+            return self._fail(SIG_COMPONENT_MISSING, f"{date_name} is not signed")
         for want in self.enforce:
             if want not in names and not (want in ("date", "x-date") and date_name in names):
-                return self._fail("sig.component_missing", f"{want} is not signed")
+                return self._fail(SIG_COMPONENT_MISSING, f"{want} is not signed")
         try:
             date_ms = int(parsedate_to_datetime(date_value).timestamp() * 1000)
         except (TypeError, ValueError, IndexError, OverflowError):
-            return self._fail("sig.malformed", f"{date_name} is not an HTTP date")
+            return self._fail(SIG_MALFORMED, f"{date_name} is not an HTTP date")
         if date_ms > ctx.now_ms + self.skew_ms:
-            return self._fail("sig.created_in_future", f"{date_name} ahead of the clock")
+            return self._fail(SIG_CREATED_IN_FUTURE, f"{date_name} ahead of the clock")
         if ctx.now_ms - date_ms > self.skew_ms:
-            return self._fail("sig.expired", f"{date_name} older than the clock skew")
+            return self._fail(SIG_EXPIRED, f"{date_name} older than the clock skew")
         text = cavage.signing_string(names, req.method, req.target, req.protocol, req.headers)
         if not cavage.matches(algorithm, key.material, text, params["signature"]):
-            return self._fail("sig.bad_signature", "signature does not verify")
+            return self._fail(SIG_BAD_SIGNATURE, "signature does not verify")
         result = AuthResult(ok=True, subject=key.subject, key_id=key.id)
         if self.hide_credentials:
             result.remove_headers.append("authorization")

@@ -35,7 +35,7 @@ import re
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from authz.decision import Outcome, Reason, add_reasons
+from authz.decision import Outcome, Reason, reason
 from authz.httpsig import (
     Message,
     SignatureError,
@@ -61,22 +61,20 @@ if TYPE_CHECKING:
     from authz.request import Request
 
 _D = Outcome.DENY
-add_reasons(
-    Reason("sig.missing", _D, 401, "The request carries signatures, but none with the label the profile verifies."),
-    Reason("sig.malformed", _D, 401, "Signature-Input or Signature does not parse, breaks an RFC 9421 rule, or exceeds the size limits."),
-    Reason("sig.bad_signature", _D, 401, "The signature does not verify with the key named by keyid."),
-    Reason("sig.unknown_key", _D, 401, "No usable signature key has the signature's keyid (absent, unknown, revoked, expired, not allowed)."),
-    Reason("sig.alg_mismatch", _D, 401, "The signature's alg parameter disagrees with the algorithm bound to its key."),
-    Reason("sig.component_missing", _D, 401, "A component the profile requires is not covered, or a covered component is absent from the request."),
-    Reason("sig.created_missing", _D, 401, "The profile requires the created parameter and the signature has none."),
-    Reason("sig.created_in_future", _D, 401, "The signature's created time is ahead of the clock by more than the allowed skew."),
-    Reason("sig.too_old", _D, 401, "The signature was created longer ago than the profile's max_age."),
-    Reason("sig.expired", _D, 401, "The signature's expires time has passed."),
-    Reason("sig.nonce_missing", _D, 401, "The profile requires a nonce and the signature has none."),
-    Reason("sig.tag_mismatch", _D, 401, "No signature of the request carries the tag the profile requires."),
-    Reason("sig.bad_content_digest", _D, 401, "Content-Digest is covered or required but absent or not a well-formed sha-256/sha-512 digest."),
-    Reason("sig.replay", _D, 401, "This keyid and nonce were already used, or the signature predates the store's current epoch."),
-)
+SIG_MISSING = reason("sig.missing", _D, 401, "The request carries signatures, but none with the label the profile verifies.")
+SIG_MALFORMED = reason("sig.malformed", _D, 401, "Signature-Input or Signature does not parse, breaks an RFC 9421 rule, or exceeds the size limits.")
+SIG_BAD_SIGNATURE = reason("sig.bad_signature", _D, 401, "The signature does not verify with the key named by keyid.")
+SIG_UNKNOWN_KEY = reason("sig.unknown_key", _D, 401, "No usable signature key has the signature's keyid (absent, unknown, revoked, expired, not allowed).")
+SIG_ALG_MISMATCH = reason("sig.alg_mismatch", _D, 401, "The signature's alg parameter disagrees with the algorithm bound to its key.")
+SIG_COMPONENT_MISSING = reason("sig.component_missing", _D, 401, "A component the profile requires is not covered, or a covered component is absent from the request.")
+SIG_CREATED_MISSING = reason("sig.created_missing", _D, 401, "The profile requires the created parameter and the signature has none.")
+SIG_CREATED_IN_FUTURE = reason("sig.created_in_future", _D, 401, "The signature's created time is ahead of the clock by more than the allowed skew.")
+SIG_TOO_OLD = reason("sig.too_old", _D, 401, "The signature was created longer ago than the profile's max_age.")
+SIG_EXPIRED = reason("sig.expired", _D, 401, "The signature's expires time has passed.")
+SIG_NONCE_MISSING = reason("sig.nonce_missing", _D, 401, "The profile requires a nonce and the signature has none.")
+SIG_TAG_MISMATCH = reason("sig.tag_mismatch", _D, 401, "No signature of the request carries the tag the profile requires.")
+SIG_BAD_CONTENT_DIGEST = reason("sig.bad_content_digest", _D, 401, "Content-Digest is covered or required but absent or not a well-formed sha-256/sha-512 digest.")
+SIG_REPLAY = reason("sig.replay", _D, 401, "This keyid and nonce were already used, or the signature predates the store's current epoch.")
 
 #: Signature-Input / Signature values longer than this are refused before parsing
 MAX_FIELD_BYTES = 8192
@@ -88,10 +86,10 @@ SATISFIED_BY: dict[str, tuple[str, ...]] = {
     '"@query"': ('"@target-uri"', '"@request-target"'),
 }
 _SIG_CODES = {
-    "malformed": "sig.malformed",
-    "unsupported": "sig.malformed",
-    "component_missing": "sig.component_missing",
-    "bad_content_digest": "sig.bad_content_digest",
+    "malformed": SIG_MALFORMED,
+    "unsupported": SIG_MALFORMED,
+    "component_missing": SIG_COMPONENT_MISSING,
+    "bad_content_digest": SIG_BAD_CONTENT_DIGEST,
 }
 _LABEL = re.compile(r"^[a-z*][a-z0-9_.*-]{0,63}$")
 
@@ -151,7 +149,7 @@ class SignatureProfile(Authenticator):
         flags = (";created" if created_required else "") + (";nonce" if nonce_required else "")
         tag_part = f';tag="{tag}"' if tag else ""
         self._accept = f"{label or 'sig1'}=({' '.join(components)}){flags}{tag_part}"
-        self._replay = ReplayCheck("sig.replay", self._challenge)
+        self._replay = ReplayCheck(SIG_REPLAY, self._challenge)
 
     def present(self, req: Request) -> bool:
         h = req.headers
@@ -160,7 +158,7 @@ class SignatureProfile(Authenticator):
     def challenge(self) -> str:
         return self._challenge
 
-    def _fail(self, ctx: Ctx, reason: str, detail: str) -> AuthResult:
+    def _fail(self, ctx: Ctx, reason: Reason, detail: str) -> AuthResult:
         ctx.deny_headers.append(("accept-signature", self._accept))
         return AuthResult(ok=False, reason=reason, challenge=self._challenge, signals=[("sig.problem", detail)])
 
@@ -168,50 +166,50 @@ class SignatureProfile(Authenticator):
         try:
             return self._authenticate(req, ctx)
         except SignatureError as exc:
-            return self._fail(ctx, _SIG_CODES.get(exc.code, "sig.malformed"), exc.detail)
+            return self._fail(ctx, _SIG_CODES.get(exc.code, SIG_MALFORMED), exc.detail)
 
     def _authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
         h = req.headers
         input_value, sig_value = h.get("signature-input"), h.get("signature")
         if input_value is None or sig_value is None:
-            return self._fail(ctx, "sig.malformed", "Signature-Input and Signature must come together")
+            return self._fail(ctx, SIG_MALFORMED, "Signature-Input and Signature must come together")
         if len(input_value) > MAX_FIELD_BYTES or len(sig_value) > MAX_FIELD_BYTES:
-            return self._fail(ctx, "sig.malformed", "signature fields too large")
+            return self._fail(ctx, SIG_MALFORMED, "signature fields too large")
         inputs = parse_signature_input(input_value)
         si = self._select(inputs)
-        if isinstance(si, str):
+        if isinstance(si, Reason):
             return self._fail(ctx, si, "no acceptable signature label")
         signature = parse_signature(sig_value).get(si.label)
         if signature is None:
-            return self._fail(ctx, "sig.malformed", f"no Signature member for label {si.label!r}")
+            return self._fail(ctx, SIG_MALFORMED, f"no Signature member for label {si.label!r}")
 
         key = self._key(si.keyid, ctx.now_ms)
         if key is None:
-            return self._fail(ctx, "sig.unknown_key", "keyid absent, unknown or not usable")
+            return self._fail(ctx, SIG_UNKNOWN_KEY, "keyid absent, unknown or not usable")
         if si.alg is not None and si.alg != key.algorithm:
-            return self._fail(ctx, "sig.alg_mismatch", f"alg {si.alg!r} but the key is {key.algorithm}")
+            return self._fail(ctx, SIG_ALG_MISMATCH, f"alg {si.alg!r} but the key is {key.algorithm}")
 
         problem = self._check_time(si, ctx.now_ms)
-        if problem:
+        if problem is not None:
             return self._fail(ctx, problem, "created/expires outside the window")
         if si.nonce is None and self.nonce_required:
-            return self._fail(ctx, "sig.nonce_missing", "nonce required")
+            return self._fail(ctx, SIG_NONCE_MISSING, "nonce required")
         missing = self._uncovered(si, req)
         if missing:
-            return self._fail(ctx, "sig.component_missing", f"{missing} not covered")
+            return self._fail(ctx, SIG_COMPONENT_MISSING, f"{missing} not covered")
         if si.covers("content-digest"):
             check_content_digest(h.get("content-digest"))
 
         base = signature_base(message_of(req), si)
         if not verify(key.algorithm, key.material, base, signature):
-            return self._fail(ctx, "sig.bad_signature", "signature does not verify")
+            return self._fail(ctx, SIG_BAD_SIGNATURE, "signature does not verify")
 
         result = AuthResult(ok=True, subject=key.subject, key_id=key.id)
         if si.nonce is not None and si.created is not None:
             result.ops.append((self._claim(key.id, si), self._replay))
         return result
 
-    def _select(self, inputs: dict[str, SignatureInput]) -> SignatureInput | str:
+    def _select(self, inputs: dict[str, SignatureInput]) -> SignatureInput | Reason:
         """The signature to verify, or the reason there is none. Only one is verified."""
         tag_refused = False
         for label, si in inputs.items():
@@ -221,7 +219,7 @@ class SignatureProfile(Authenticator):
                 tag_refused = True
                 continue
             return si
-        return "sig.tag_mismatch" if tag_refused else "sig.missing"
+        return SIG_TAG_MISMATCH if tag_refused else SIG_MISSING
 
     def _key(self, keyid: str | None, now_ms: int) -> Key | None:
         if keyid is None or (self.allowed_keys is not None and keyid not in self.allowed_keys):
@@ -231,20 +229,20 @@ class SignatureProfile(Authenticator):
             return None
         return key
 
-    def _check_time(self, si: SignatureInput, now_ms: int) -> str:
+    def _check_time(self, si: SignatureInput, now_ms: int) -> Reason | None:
         skew = self.skew_ms
         if si.created is None:
             if self.created_required:
-                return "sig.created_missing"
+                return SIG_CREATED_MISSING
         else:
             created_ms = si.created * 1000
             if created_ms > now_ms + skew:
-                return "sig.created_in_future"
+                return SIG_CREATED_IN_FUTURE
             if now_ms - created_ms > self.max_age_ms + skew:
-                return "sig.too_old"
+                return SIG_TOO_OLD
         if si.expires is not None and now_ms > si.expires * 1000 + skew:
-            return "sig.expired"
-        return ""
+            return SIG_EXPIRED
+        return None
 
     def _uncovered(self, si: SignatureInput, req: Request) -> str:
         covered = {c.text for c in si.components}
