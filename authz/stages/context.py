@@ -27,6 +27,8 @@ class Ctx:
         "remove_headers",
         "ops",
         "checks",
+        "hint",
+        "offers",
     )
 
     def __init__(self, req: Request, now_ms: int, decision_id: str) -> None:
@@ -52,6 +54,10 @@ class Ctx:
         #: the state operations planned for this request, and who judges each result
         self.ops: list[Op] = []
         self.checks: list[StatefulCheck] = []
+        #: what the client can do about a refusal, for the JSON body ("" for nothing to add)
+        self.hint = ""
+        #: the route's authentication methods, asked for their offers on a 401 (Accept-Signature)
+        self.offers: tuple[Offers, ...] = ()
 
     def refuse(self, reason: Reason, *, status: int = 0) -> None:
         """Record a refusal; the first one decides the outcome."""
@@ -63,6 +69,14 @@ class Ctx:
         """Add a state operation to the request's single store call."""
         self.ops.append(op)
         self.checks.append(check)
+
+
+class Offers(Protocol):
+    """Something that tells a refused client how to authenticate (authentication methods)."""
+
+    def offer(self, req: Request) -> list[tuple[str, str]]:
+        """Headers for a 401 answer of a route that accepts this method (e.g. Accept-Signature)."""
+        ...
 
 
 class StatefulCheck(Protocol):

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from authz.decision import QUOTA_EXHAUSTED
 from authz.stages.context import Ctx
-from authz.store.base import Op, Result, TakeTokens, Tokens
+from authz.store.base import Op, Result, Tokens
+from authz.store.ops import TakeTokens
 
 BY_CHOICES = {"client", "ip", "subject", "key_id", "route", "global"}
 

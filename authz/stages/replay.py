@@ -22,18 +22,40 @@ from authz.store.base import ALREADY_CLAIMED, BEFORE_EPOCH, Op, Result
 class ReplayCheck:
     """Judges one claim. Build it once per method configuration, not per request.
 
-    :param reason: the reason code of a refused claim (``sig.replay``, ``jwt.replay``)
-    :param challenge: the ``WWW-Authenticate`` value sent with the refusal
+    Two refusals, told apart because the client's remedy differs:
+
+    * ``replayed``: the credential was already used; a replay, or a client bug;
+    * ``unverifiable``: the credential predates the store's epoch (the store
+      restarted or lost its state after the credential was made), so the store
+      cannot tell whether it was used; an honest client just makes a new one,
+      and ``hint`` tells it so (in ``WWW-Authenticate`` and the JSON body).
+
+    :param extra: more headers for the refusal (``Accept-Signature``)
     """
 
-    reason: Reason
+    replayed: Reason
+    unverifiable: Reason
     challenge: str
-    kind: str = "replay"
+    unverifiable_challenge: str
+    hint: str
+    extra: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "replay"
 
     def judge(self, result: Result, op: Op, ctx: Ctx) -> None:
-        if result in (ALREADY_CLAIMED, BEFORE_EPOCH):
-            first = ctx.reason is None
-            ctx.refuse(self.reason)
-            ctx.signals.append((self.reason, "already_claimed" if result == ALREADY_CLAIMED else "before_epoch"))
-            if first:
-                ctx.deny_headers.append(("www-authenticate", self.challenge))
+        if result == ALREADY_CLAIMED:
+            reason, challenge = self.replayed, self.challenge
+        elif result == BEFORE_EPOCH:
+            reason, challenge = self.unverifiable, self.unverifiable_challenge
+        else:
+            return
+        first = ctx.reason is None
+        ctx.refuse(reason)
+        ctx.signals.append((reason.code, "already_claimed" if result == ALREADY_CLAIMED else "before_store_epoch"))
+        if first:
+            ctx.deny_headers.append(("www-authenticate", challenge))
+            ctx.deny_headers.extend(self.extra)
+            if result == BEFORE_EPOCH:
+                ctx.hint = self.hint

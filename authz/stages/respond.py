@@ -8,6 +8,8 @@ reason's status, a small JSON body and the decision id.
 
 from __future__ import annotations
 
+import json
+
 from authz.decision import INTERNAL_ERROR, OK, Decision, Outcome
 from authz.request import Request
 from authz.stages.context import Ctx
@@ -54,6 +56,12 @@ def finish(ctx: Ctx, route_name: str, duration_us: int = 0) -> Decision:
                 remove.append(name)
         decision.remove_headers = remove
     else:
+        deny = ctx.deny_headers
+        if decision.status == 401 and ctx.offers:
+            for method in ctx.offers:
+                for header in method.offer(req):
+                    if header not in deny:
+                        deny.append(header)
         decision.client_headers = [
             *ctx.client_headers,
             *ctx.deny_headers,
@@ -61,10 +69,10 @@ def finish(ctx: Ctx, route_name: str, duration_us: int = 0) -> Decision:
             ("content-type", "application/json"),
             ("cache-control", "no-store"),
         ]
-        decision.body = b'{"error":"%s","decision_id":"%s"}' % (
-            reason.code.encode(),
-            ctx.id.encode(),
-        )
+        body: dict[str, str] = {"error": reason.code, "decision_id": ctx.id}
+        if ctx.hint:
+            body["hint"] = ctx.hint
+        decision.body = json.dumps(body, separators=(",", ":")).encode()
     return decision
 
 

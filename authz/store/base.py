@@ -1,75 +1,77 @@
 """The store interface: every stateful check of one request in one atomic call.
 
 Stages never talk to a backend. They describe what they need as plain
-operations; the engine collects the operations of one request into a batch and
-calls ``Store.apply(batch, now_ms)`` once. The memory store runs the batch as
-one synchronous function (no await point inside, so it is atomic on the event
-loop); the Redis store runs it as one registered Lua script (one round trip).
-Results come back in the order of the operations.
+operations (``authz.store.ops``); the engine collects the operations of one
+request into a batch and calls ``Store.apply(batch, now_ms)`` once. The memory
+store runs the batch as one synchronous function (no await point inside, so
+it is atomic on the event loop); the Redis store runs it as one registered Lua
+script (one round trip; one per hash slot on Redis Cluster). Results come back
+in the order of the operations.
+
+A batch is all-or-nothing for what it *spends*: if any enforced operation
+refuses (a bucket is empty, a nonce was already used, a distinct-count limit
+is exceeded), no token is taken and no nonce is claimed by any operation of
+the batch, so a replayed or refused request never spends someone else's
+quota. What a batch *observes* (the distinct values seen, a quota's offence
+record that drives its cooldown, reputation) is recorded either way, because
+a refused request is still evidence.
 
 Time comes from the caller (``now_ms``), never from the backend's clock, so the
-memory and Redis stores behave identically and tests pin time.
+memory and Redis stores behave identically and tests pin time. Every key a
+store writes has a TTL: memory is bounded by active clients, not by history.
 
-Every key a store writes has a TTL: memory is bounded by active clients, not by
-history.
-
-The store also keeps an *epoch*: the time its state began. A store that lost
-its memory (process restarted, Redis flushed or restarted without persistence)
+The store keeps an *epoch*: the time its state began. A store that lost its
+memory (process restarted, Redis flushed or restarted without persistence)
 starts a new epoch, and single-use claims whose subject was created before it
-are refused, so losing state never reopens a replay window.
+are refused (``BEFORE_EPOCH``), so losing state never reopens a replay window.
+
+``Store.apply`` owns failure, so no backend can get it wrong: a deadline per
+call, every backend error wrapped as ``StoreError``, and a circuit breaker
+(``authz.store.breaker``) that answers at once while the backend is known to
+be down and lets a probe through now and then.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TypeAlias
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
+from authz.errors import StoreError
+from authz.store.breaker import Breaker
 
-@dataclass(frozen=True, slots=True)
-class TakeTokens:
-    """Take ``cost`` tokens from a token bucket (GCRA: one stored number per bucket).
-
-    The bucket holds ``capacity`` tokens and refills one token every
-    ``interval_ms`` milliseconds. A refused take changes nothing.
-    """
-
-    key: str
-    interval_ms: float
-    capacity: int
-    cost: int = 1
+# -- results -----------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Tokens:
     """Result of ``TakeTokens``.
 
-    :param allowed: the tokens were taken
+    :param allowed: the tokens were taken (or, for a refused batch, would have been)
     :param remaining: whole tokens left after this take
     :param retry_after_ms: when refused, how long until ``cost`` tokens are there (0 if allowed)
     :param reset_ms: how long until the bucket is full again
+    :param cooldown_ms: when refused because the client is held out (cooldown), how long still
+    :param strikes: the client's offences against this quota within the cooldown memory
     """
 
     allowed: bool
     remaining: int
     retry_after_ms: int
     reset_ms: int
+    cooldown_ms: int = 0
+    strikes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimOnce:
-    """Claim ``key`` for ``ttl_ms``; succeeds only for the first claimant.
+class Distinct:
+    """Result of ``CountDistinct``: how many distinct values the key saw in its window."""
 
-    ``created_ms`` is when the thing being claimed (a signature, a token) was
-    made. A claim made before the store's epoch is refused as ``BEFORE_EPOCH``,
-    because the store cannot know whether it was already claimed before it
-    lost its state.
-    """
-
-    key: str
-    ttl_ms: int
-    created_ms: int
+    count: int
+    exceeded: bool
 
 
 # ClaimOnce results
@@ -77,46 +79,241 @@ CLAIMED = 0
 ALREADY_CLAIMED = 1
 BEFORE_EPOCH = 2
 
-Op: TypeAlias = TakeTokens | ClaimOnce
-Result: TypeAlias = Tokens | int
+Result: TypeAlias = Any  # each operation documents its own result type
 
 
-class Store(ABC):
-    """Atomic batches of state operations."""
+# -- the memory backend's view of state ---------------------------------------
 
-    #: a name for logs and metrics: "memory", "redis", "redis-cluster"
-    kind: str = ""
+
+@dataclass(slots=True)
+class Step:
+    """What one operation found and wants to write (memory backend).
+
+    :param result: the operation's result
+    :param refused: an enforced refusal: the batch spends nothing
+    :param spend: writes applied only when the batch is accepted
+    :param observe: writes applied whatever the batch's fate
+    """
+
+    result: Result
+    refused: bool = False
+    spend: list[tuple[str, Any, int]] = field(default_factory=list)
+    observe: list[tuple[str, Any, int]] = field(default_factory=list)
+
+
+class MemView(ABC):
+    """Read access to the memory store's state during a batch (sees the batch's own writes)."""
+
+    epoch_ms: int
 
     @abstractmethod
-    async def apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
-        """Apply every operation atomically, in order, in one round trip.
+    def get(self, key: str) -> Any | None:
+        """The live value at ``key``, or None (absent or expired)."""
 
-        :param ops: the request's operations; keys may belong to different clients
-        :param now_ms: the engine's clock reading for this request
-        :return: one result per operation, in order
-        :raises StoreError: the batch could not be applied; none or all of it took effect
-        """
+
+# -- operations ------------------------------------------------------------------
+
+
+class Op(ABC):
+    """One state operation of a batch.
+
+    Each operation knows how each backend runs it: ``mem_step`` for the memory
+    store, and for Redis the name of its function in the batch script
+    (``LUA``), its keys and arguments, and how to decode the script's answer.
+    No backend switches on operation types.
+
+    ``tag`` names what the state belongs to (a subject, an address, a key
+    id's replay shard): Redis puts it in the key's hash tag, so all state of
+    one identity lives in one Cluster slot. ``kind`` groups operations for
+    failure policy and for Cluster compensation.
+    """
+
+    __slots__ = ()
+
+    #: the function of the batch script that runs this operation
+    LUA: str = ""
+    #: spending operations are undone on Cluster when another slot refuses or fails
+    spends: bool = True
+
+    @property
+    @abstractmethod
+    def key(self) -> str:
+        """The operation's logical key (unique within its tag)."""
+
+    @property
+    @abstractmethod
+    def tag(self) -> str:
+        """What the state belongs to (Redis hash tag)."""
 
     @abstractmethod
-    async def ping(self) -> bool:
-        """True when the backend answers (health checks)."""
+    def mem_step(self, view: MemView, now_ms: int) -> Step:
+        """Run against the memory store's state; must not write anything itself."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections and background tasks."""
+    @abstractmethod
+    def redis_keys(self, prefix: str) -> list[str]:
+        """The physical keys the script touches, all in the tag's slot."""
+
+    @abstractmethod
+    def redis_args(self) -> list[str | int | float]:
+        """The script arguments of this operation."""
+
+    @abstractmethod
+    def decode(self, raw: Any) -> Result:
+        """The result from the script's answer for this operation."""
+
+    def refund_args(self) -> list[str | int | float] | None:
+        """Arguments that undo this operation's spending (Cluster compensation), or None."""
+        return None
+
+
+def rkey(prefix: str, tag: str, name: str) -> str:
+    """A physical Redis key: ``<prefix>{<tag>}<name>``, hash-tagged by what it belongs to."""
+    # a tag may not contain braces: Redis takes the first {...} as the hash tag
+    safe = tag.replace("{", "(").replace("}", ")")
+    return f"{prefix}{{{safe}}}{name}"
+
+
+# -- the arithmetic every backend shares -----------------------------------------
 
 
 def gcra(tat: float, now: float, interval: float, capacity: int, cost: int) -> tuple[float | None, Tokens]:
-    """The token-bucket arithmetic shared by every backend (the Lua script mirrors it).
+    """The token-bucket arithmetic shared by every backend (the Lua script mirrors it line by line).
+
+    GCRA keeps one number per bucket, the theoretical arrival time (TAT). The
+    bucket holds ``capacity`` tokens and refills one every ``interval`` ms.
 
     :param tat: the stored theoretical arrival time (ms), or 0 for a new bucket
-    :return: (new tat to store or None when refused, the result)
+    :return: (new tat to store, or None when refused; the result)
     """
     tat = max(tat, now)
     new_tat = tat + interval * cost
     allow_at = new_tat - interval * capacity
     if allow_at > now:
         retry = allow_at - now
-        remaining = int((now - (tat - interval * capacity)) // interval)
-        return None, Tokens(False, max(remaining, 0), max(int(retry + 0.999), 1), int(tat - now + 0.999))
-    remaining = int((now - allow_at) // interval)
-    return new_tat, Tokens(True, remaining, 0, int(new_tat - now + 0.999))
+        remaining = math.floor((now - (tat - interval * capacity)) / interval)
+        return None, Tokens(False, max(remaining, 0), max(math.floor(retry + 0.999), 1), math.floor(tat - now + 0.999))
+    remaining = math.floor((now - allow_at) / interval)
+    return new_tat, Tokens(True, remaining, 0, math.floor(new_tat - now + 0.999))
+
+
+def cooldown_ms(strikes: int, base_ms: int, factor: float, max_ms: int) -> int:
+    """How long the ``strikes``-th offence holds a client out: base * factor^(strikes-1), capped."""
+    if strikes <= 0:
+        return 0
+    return int(min(base_ms * factor ** (strikes - 1), max_ms))
+
+
+# -- the store -----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Health:
+    """A store's health as a component (gRPC health, /healthz details, metrics)."""
+
+    kind: str
+    serving: bool
+    breaker: str
+    detail: str = ""
+    epoch_ms: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": "serving" if self.serving else "not_serving", "kind": self.kind, "breaker": self.breaker}
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+class Store(ABC):
+    """Atomic batches of state operations, behind a deadline and a circuit breaker.
+
+    Backends implement ``_apply``; callers use ``apply``, which owns failure.
+
+    :param deadline_ms: the most one batch may take before it counts as failed
+    :param breaker: the circuit breaker (a default one when None)
+    """
+
+    #: a name for logs and metrics: "memory", "redis", "redis-sentinel", "redis-cluster"
+    kind: str = ""
+    #: a backend whose calls can wait on the network (the deadline applies)
+    remote: bool = False
+
+    def __init__(self, *, deadline_ms: int = 5, breaker: Breaker | None = None) -> None:
+        self.deadline_s = deadline_ms / 1000
+        self.breaker = breaker or Breaker()
+        #: what the last failure was (type and message; never credentials)
+        self.last_error = ""
+
+    async def apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
+        """Apply every operation atomically, in order, in one round trip.
+
+        :param ops: the request's operations; keys may belong to different clients
+        :param now_ms: the engine's clock reading for this request
+        :return: one result per operation, in order
+        :raises StoreError: the batch could not be applied (none of its spending took effect,
+            except on Redis Cluster where the failure of one slot is compensated, see docs)
+        """
+        breaker = self.breaker
+        if not breaker.allow():
+            raise StoreError(f"{self.kind} store unavailable (circuit open: {self.last_error or 'failures'})")
+        try:
+            if self.remote:
+                async with asyncio.timeout(self.deadline_s):
+                    results = await self._apply(ops, now_ms)
+            else:
+                results = await self._apply(ops, now_ms)
+        except StoreError as exc:
+            self._failed(exc)
+            raise
+        except TimeoutError as exc:
+            self._failed(exc)
+            raise StoreError(f"{self.kind} store did not answer within {self.deadline_s * 1000:g} ms") from exc
+        except asyncio.CancelledError:
+            breaker.abandon()
+            raise
+        except Exception as exc:  # every backend error is a StoreError to the pipeline
+            self._failed(exc)
+            raise StoreError(f"{self.kind} store failed: {type(exc).__name__}") from exc
+        breaker.success()
+        return results
+
+    def _failed(self, exc: BaseException) -> None:
+        self.last_error = type(exc.__cause__ or exc).__name__
+        self.breaker.failure()
+
+    @abstractmethod
+    async def _apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
+        """The backend's batch: all-or-nothing for spending, one round trip."""
+
+    @abstractmethod
+    async def ping(self) -> bool:
+        """True when the backend answers (health checks)."""
+
+    def health(self) -> Health:
+        """The store as a health component; never waits on the backend."""
+        state = self.breaker.state
+        return Health(self.kind, state != "open", state, self.last_error if state != "closed" else "")
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Begin connecting in the background; must not wait for the backend."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and background tasks."""
+
+
+__all__ = [
+    "ALREADY_CLAIMED",
+    "BEFORE_EPOCH",
+    "CLAIMED",
+    "Distinct",
+    "Health",
+    "MemView",
+    "Op",
+    "Result",
+    "Step",
+    "Store",
+    "StoreError",
+    "Tokens",
+    "cooldown_ms",
+    "gcra",
+    "rkey",
+]

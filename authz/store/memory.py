@@ -1,36 +1,57 @@
 """The in-memory store: one process, nothing else to run.
 
 A batch runs as one synchronous function with no await inside, so on the
-event loop it is atomic. Every key expires; expired keys are removed lazily on
-access and by a sweep over a one-second timing wheel, so memory stays bounded
-by the number of clients active within the longest TTL.
+event loop it is atomic. It runs in two steps: every operation computes its
+result and its writes against the current state (seeing the writes of the
+operations before it in the batch); then the writes are applied: all of them
+when no enforced operation refused, only the observations otherwise.
+
+Every key expires; expired keys are removed lazily on access and by a sweep
+over a one-second timing wheel, so memory stays bounded by the number of
+clients active within the longest TTL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from authz.store.base import (
-    ALREADY_CLAIMED,
-    BEFORE_EPOCH,
-    CLAIMED,
-    ClaimOnce,
-    Op,
-    Result,
-    Store,
-    TakeTokens,
-    gcra,
-)
+from authz.store.base import MemView, Op, Result, Store
+
+
+class _Batch(MemView):
+    """The state as one batch sees it: the store's data under the batch's own pending writes."""
+
+    __slots__ = ("epoch_ms", "_data", "_now", "_pending")
+
+    def __init__(self, data: dict[str, list[Any]], epoch_ms: int, now_ms: int) -> None:
+        self.epoch_ms = epoch_ms
+        self._data = data
+        self._now = now_ms
+        self._pending: dict[str, tuple[Any, int]] = {}
+
+    def get(self, key: str) -> Any | None:
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending[0] if pending[1] > self._now else None
+        entry = self._data.get(key)
+        if entry is None or entry[1] <= self._now:
+            return None
+        return entry[0]
+
+    def stage(self, key: str, value: Any, expires_ms: int) -> None:
+        self._pending[key] = (value, expires_ms)
 
 
 class MemoryStore(Store):
     kind = "memory"
 
-    def __init__(self, epoch_ms: int) -> None:
+    def __init__(self, epoch_ms: int, **kwargs: Any) -> None:
         """:param epoch_ms: when this store's state began (the process start)."""
+        super().__init__(**kwargs)
         self.epoch_ms = epoch_ms
         # key -> [value, expires_at_ms, wheel_second]
-        self._data: dict[str, list[float | int]] = {}
+        self._data: dict[str, list[Any]] = {}
         # second -> keys that may expire within it
         self._wheel: dict[int, list[str]] = {}
         self._swept_s = epoch_ms // 1000
@@ -38,38 +59,37 @@ class MemoryStore(Store):
     def __len__(self) -> int:
         return len(self._data)
 
-    async def apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
+    async def _apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
         return self.apply_sync(ops, now_ms)
 
     def apply_sync(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
         if now_ms // 1000 > self._swept_s:
             self._sweep(now_ms)
-        data = self._data
-        out: list[Result] = []
+        view = _Batch(self._data, self.epoch_ms, now_ms)
+        results: list[Result] = []
+        spend: list[tuple[str, Any, int]] = []
+        observe: list[tuple[str, Any, int]] = []
+        refused = False
         for op in ops:
-            entry = data.get(op.key)
-            if entry is not None and entry[1] <= now_ms:
-                entry = None
-            if type(op) is TakeTokens:
-                tat = float(entry[0]) if entry is not None else 0.0
-                new_tat, res = gcra(tat, now_ms, op.interval_ms, op.capacity, op.cost)
-                if new_tat is not None:
-                    self._put(op.key, new_tat, int(new_tat + 0.999), entry)
-                out.append(res)
-            elif type(op) is ClaimOnce:
-                if entry is not None:
-                    out.append(ALREADY_CLAIMED)
-                elif op.created_ms < self.epoch_ms:
-                    out.append(BEFORE_EPOCH)
-                else:
-                    self._put(op.key, 1, now_ms + op.ttl_ms, None)
-                    out.append(CLAIMED)
-            else:  # pragma: no cover - the type checker keeps this unreachable
-                raise TypeError(f"unknown store operation {op!r}")
-        return out
+            step = op.mem_step(view, now_ms)
+            results.append(step.result)
+            refused = refused or step.refused
+            for write in step.spend:
+                view.stage(*write)
+                spend.append(write)
+            for write in step.observe:
+                view.stage(*write)
+                observe.append(write)
+        for key, value, expires in observe:
+            self._put(key, value, expires)
+        if not refused:
+            for key, value, expires in spend:
+                self._put(key, value, expires)
+        return results
 
-    def _put(self, key: str, value: float | int, expires_ms: int, entry: list[float | int] | None) -> None:
+    def _put(self, key: str, value: Any, expires_ms: int) -> None:
         second = expires_ms // 1000
+        entry = self._data.get(key)
         if entry is not None and entry[2] == second:
             entry[0] = value
             entry[1] = expires_ms
@@ -90,6 +110,16 @@ class MemoryStore(Store):
                 if entry is not None and entry[2] == second and entry[1] <= now_ms:
                     del data[key]
         self._swept_s = now_s
+
+    def ttl_ms(self, key: str, now_ms: int) -> int | None:
+        """Milliseconds until ``key`` expires, None when absent (tests: every key has a TTL)."""
+        entry = self._data.get(key)
+        if entry is None or entry[1] <= now_ms:
+            return None
+        return int(entry[1] - now_ms)
+
+    def keys(self) -> list[str]:
+        return list(self._data)
 
     async def ping(self) -> bool:
         return True

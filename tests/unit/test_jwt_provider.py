@@ -15,7 +15,7 @@ from authz.decision import Outcome
 from authz.pipeline import Engine
 from authz.policy import load_policy
 from authz.stages.authenticate.jwt import JwtAuthenticator
-from authz.store.base import ALREADY_CLAIMED, BEFORE_EPOCH, CLAIMED, ClaimOnce
+from authz.store import ALREADY_CLAIMED, BEFORE_EPOCH, CLAIMED, ClaimOnce
 from authz.store.memory import MemoryStore
 from tests.support.jwt_tokens import (
     AUD,
@@ -243,7 +243,7 @@ async def test_single_use_tokens_claim_their_jti_once_through_the_store(tmp_path
     assert no_jti.reason == "jwt.missing_claim"
 
 
-async def test_single_use_token_issued_before_the_store_epoch_is_a_replay(tmp_path: Path) -> None:
+async def test_single_use_token_issued_before_the_store_epoch_is_unverifiable(tmp_path: Path) -> None:
     auth = provider(tmp_path, STANDARD + "single_use: true\n")
     store = MemoryStore(epoch_ms=NOW_MS)  # the store lost its memory after the token was issued
     c = ctx()
@@ -252,7 +252,8 @@ async def test_single_use_token_issued_before_the_store_epoch_is_a_replay(tmp_pa
     [res] = await store.apply([op], NOW_MS)
     assert res == BEFORE_EPOCH
     check.judge(res, op, c)
-    assert c.reason == "jwt.replay"
+    assert c.reason == "jwt.replay_unverifiable"
+    assert "get a new token" in c.hint
 
 
 async def test_through_the_engine_missing_token_gets_the_bearer_challenge(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from authz.clock import FixedClock
 from authz.config.context import CompileContext
 from authz.config.source import load
 from authz.decision import AUTH_MISSING, REASONS, Decision, DecisionIds, Outcome
-from authz.errors import StoreError
 from authz.keys import EMPTY_KEYRING
 from authz.pipeline import Engine
 from authz.policy.compile import compile_policy
@@ -187,8 +186,8 @@ class FailingStore(Store):
 
     kind = "failing"
 
-    async def apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
-        raise StoreError("connection refused") from ConnectionRefusedError()
+    async def _apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
+        raise ConnectionRefusedError("connection refused")  # Store.apply wraps it as a StoreError
 
     async def ping(self) -> bool:
         return False

@@ -7,6 +7,7 @@ policy is a real policy file; the clock is pinned.
 from __future__ import annotations
 
 import base64
+import json
 import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -191,11 +192,14 @@ async def test_a_store_that_lost_its_memory_refuses_older_signatures(h: Harness)
     h.clock.advance(10_000)
     h.restart_store()
     replay = await h.decide(URL, headers)
-    assert replay.reason == "sig.replay"
-    assert ("sig.replay", "before_epoch") in replay.signals
+    assert replay.reason == "sig.replay_unverifiable"
+    assert ("sig.replay_unverifiable", "before_store_epoch") in replay.signals
+    assert "sign the request again" in json.loads(replay.body)["hint"]
+    assert ("www-authenticate", 'Signature realm="bots", error_description="sign again"') in replay.client_headers
+    assert any(n == "accept-signature" for n, _ in replay.client_headers)
     # a signature made within the skew before the new epoch may have been seen before it
     near = h.signed(URL, created=h.clock.now_ms() // 1000 + 4)
-    assert (await h.decide(URL, near)).reason == "sig.replay"
+    assert (await h.decide(URL, near)).reason == "sig.replay_unverifiable"
     # one made at least the skew after it passes
     h.clock.advance(6000)
     assert (await h.decide(URL, h.signed(URL, created=h.clock.now_ms() // 1000))).reason == "ok"
@@ -207,7 +211,7 @@ async def test_a_future_dated_signature_is_not_replayable_across_a_restart(h: Ha
     assert (await h.decide(URL, headers)).reason == "ok"
     h.clock.advance(1000)
     h.restart_store()
-    assert (await h.decide(URL, headers)).reason == "sig.replay"
+    assert (await h.decide(URL, headers)).reason == "sig.replay_unverifiable"
 
 
 async def test_the_nonce_claim_lasts_the_whole_window(h: Harness) -> None:
@@ -250,7 +254,8 @@ async def test_a_request_with_a_body_must_cover_content_digest(h: Harness) -> No
     headers = h.signed(URL, method="POST", headers=body_headers)
     d = await h.decide(URL, headers, "POST")
     assert d.reason == "sig.component_missing"
-    assert ("accept-signature", 'sig1=("@method" "@target-uri");created;nonce') in d.client_headers
+    # the answer asks for what the profile requires of a request with a body
+    assert ("accept-signature", 'sig1=("@method" "@target-uri" "content-digest");created;nonce') in d.client_headers
 
 
 async def test_time_rules(h: Harness) -> None:
@@ -362,3 +367,122 @@ async def test_kong_refusals(h: Harness) -> None:
         d = await h.decide(KONG, headers)
         assert (d.reason, d.status) == (reason, 401), (reason, d.signals)
         assert ("www-authenticate", 'hmac realm="legacy"') in d.client_headers
+
+
+# -- secure defaults and several signatures -------------------------------------------
+
+
+def test_kong_defaults_cover_the_request_line_and_are_single_use(tmp_path: pathlib.Path, keys: Keys) -> None:
+    policy = load_policy(write_policy(tmp_path, keys, POLICY.replace("legacy: {single_use: true, enforce_headers: [request-line], clock_skew: 300s}", "legacy: {}")))
+    kong = policy.authenticators["kong_hmac:legacy"]
+    assert kong.enforce == ("date", "request-line") and kong.single_use  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("legacy: {enforce_headers: [date]}", "must include request-line"),
+        ("legacy: {enforce_headers: [x-date, content-md5]}", "must include request-line"),
+    ],
+)
+def test_kong_signatures_over_less_than_the_request_line_are_a_config_error(tmp_path: pathlib.Path, keys: Keys, change: str, message: str) -> None:
+    path = write_policy(tmp_path, keys, POLICY.replace("legacy: {single_use: true, enforce_headers: [request-line], clock_skew: 300s}", change))
+    with pytest.raises(ConfigError) as err:
+        load_policy(path)
+    assert message in str(err.value) and "insecure_partial_coverage" in str(err.value)
+    assert err.value.field == "kong_hmac.legacy.enforce_headers"
+
+
+async def test_kong_date_only_signatures_need_the_insecure_switch(tmp_path: pathlib.Path, keys: Keys) -> None:
+    text = POLICY.replace(
+        "legacy: {single_use: true, enforce_headers: [request-line], clock_skew: 300s}",
+        "legacy: {enforce_headers: [date], insecure_partial_coverage: true, single_use: false}",
+    )
+    h = Harness(write_policy(tmp_path, keys, text), keys)
+    headers = kong_headers("kong", keys.private["kong"], names=("date",))
+    assert (await h.decide(KONG, headers)).reason == "ok"
+    # the risk the switch accepts: the same signature is good for another path, and again
+    assert (await h.decide("http://api.example.com/kong/other", headers)).reason == "ok"
+    assert (await h.decide(KONG, headers)).reason == "ok"
+
+
+async def test_kong_default_refuses_a_replay_and_a_date_only_signature(tmp_path: pathlib.Path, keys: Keys) -> None:
+    text = POLICY.replace("legacy: {single_use: true, enforce_headers: [request-line], clock_skew: 300s}", "legacy: {}")
+    h = Harness(write_policy(tmp_path, keys, text), keys)
+    headers = kong_headers("kong", keys.private["kong"])
+    assert (await h.decide(KONG, headers)).reason == "ok"
+    assert (await h.decide(KONG, headers)).reason == "sig.replay"
+    date_only = kong_headers("kong", keys.private["kong"], names=("date",), date_ms=T0 - 1000)
+    d = await h.decide(KONG, date_only)
+    assert (d.reason, dict(d.signals)["sig.problem"]) == ("sig.component_missing", "request-line is not signed")
+
+
+MULTI = POLICY.replace("  bots: {}\n", "  bots: {}\n  any: {select: any}\n  all: {select: all}\n  tagged: {tag: client, select: first}\n").replace(
+    "routes:\n",
+    "routes:\n  - {name: any, match: {path: {prefix: /any/}}, auth: [signature:any]}\n"
+    "  - {name: all, match: {path: {prefix: /all/}}, auth: [signature:all]}\n"
+    "  - {name: tagged, match: {path: {prefix: /tagged/}}, auth: [signature:tagged]}\n",
+)
+
+
+def two_signatures(h: Harness, url: str, first_good: bool, second_good: bool, **kw: Any) -> list[tuple[str, str]]:
+    """A client signature (sig1, key ed) and a proxy's (proxy, key hmac), as RFC 9421 4.3 describes."""
+    one = dict(sign_request("GET", url, [], key_id="ed", algorithm="ed25519", key=h.keys.private["ed"], label="sig1", created=NOW, tag="client"))
+    two = dict(sign_request("GET", url, [], key_id="hmac", algorithm="hmac-sha256", key=h.keys.private["hmac"], label="proxy", created=NOW, tag="proxy", **kw))
+    sig1 = one["Signature"] if first_good else one["Signature"].replace(one["Signature"][6:10], "AAAA")
+    sig2 = two["Signature"] if second_good else two["Signature"].replace(two["Signature"][7:11], "AAAA")
+    return [("Signature-Input", f"{one['Signature-Input']}, {two['Signature-Input']}"), ("Signature", f"{sig1}, {sig2}")]
+
+
+@pytest.mark.parametrize(
+    ("route", "first_good", "second_good", "expected", "key_id"),
+    [
+        ("signed", True, False, "ok", "ed"),  # first: only sig1 is verified
+        ("signed", False, True, "sig.bad_signature", None),
+        ("any", False, True, "ok", "hmac"),  # any: the proxy's signature suffices
+        ("any", False, False, "sig.bad_signature", None),
+        ("all", True, True, "ok", "ed"),
+        ("all", True, False, "sig.bad_signature", None),  # all: the proxy's must verify too
+        ("tagged", False, True, "sig.bad_signature", None),  # by tag: only the client's counts
+        ("tagged", True, False, "ok", "ed"),
+    ],
+)
+async def test_a_profile_says_which_of_several_signatures_to_verify(
+    tmp_path: pathlib.Path, keys: Keys, route: str, first_good: bool, second_good: bool, expected: str, key_id: str | None
+) -> None:
+    h = Harness(write_policy(tmp_path, keys, MULTI), keys)
+    url = f"http://api.example.com/{route}/items"
+    d = await h.decide(url, two_signatures(h, url, first_good, second_good))
+    assert d.reason == expected, d.signals
+    if key_id is not None:
+        assert d.identity.key_id == key_id
+    signals = dict(d.signals)
+    if route in ("any", "all") and expected != "ok":
+        failed = signals["sig.failed"]
+        assert "bad_signature" in failed and failed.startswith(("sig1:", "proxy:"))
+
+
+async def test_all_claims_every_verified_nonce(tmp_path: pathlib.Path, keys: Keys) -> None:
+    h = Harness(write_policy(tmp_path, keys, MULTI), keys)
+    url = "http://api.example.com/all/items"
+    headers = two_signatures(h, url, True, True)
+    d = await h.decide(url, headers)
+    assert d.reason == "ok" and dict(d.signals)["sig.verified"] == "sig1:ed,proxy:hmac"
+    assert (await h.decide(url, headers)).reason == "sig.replay"
+
+
+async def test_every_401_of_a_signature_route_carries_accept_signature(h: Harness) -> None:
+    missing = await h.decide(URL, [("accept", "*/*")])
+    assert missing.reason == "auth.missing"
+    assert ("accept-signature", 'sig1=("@method" "@target-uri");created;nonce') in missing.client_headers
+    with_body = await h.decide(URL, [("content-length", "5")], "POST")
+    assert ("accept-signature", 'sig1=("@method" "@target-uri" "content-digest");created;nonce') in with_body.client_headers
+    headers = h.signed(URL)
+    assert (await h.decide(URL, headers)).reason == "ok"
+    replay = await h.decide(URL, headers)
+    assert replay.reason == "sig.replay"
+    assert [n for n, _ in replay.client_headers].count("accept-signature") == 1
+    strict = await h.decide("http://api.example.com/strict/x?id=1", [])
+    assert ("accept-signature", 'sig1=("@method" "@target-uri" "content-type" "@query-param";name="id");created;nonce;tag="app-1"') in strict.client_headers
+    kong = await h.decide(KONG, [])
+    assert kong.status == 401 and "accept-signature" not in dict(kong.client_headers)

@@ -73,6 +73,10 @@ class Authenticator(ABC):
         """The ``WWW-Authenticate`` value that invites this method ("" for none)."""
         return ""
 
+    def offer(self, req: Request) -> list[tuple[str, str]]:
+        """More headers for any 401 of a route accepting this method ("Accept-Signature")."""
+        return []
+
 
 class MethodKind(Protocol):
     """A kind of authentication method, as the policy compiler sees it."""
@@ -103,6 +107,7 @@ def registered_kinds() -> dict[str, MethodKind]:
 async def authenticate(ctx: Ctx, methods: tuple[Authenticator, ...], anonymous_ok: bool) -> None:
     """Run the route's methods against ``ctx.req``; record identity or refusal in ``ctx``."""
     req = ctx.req
+    ctx.offers = methods
     for method in methods:
         if not method.present(req):
             continue

@@ -57,7 +57,7 @@ from authz.stages.authenticate.jwks import (
     strict_json,
 )
 from authz.stages.replay import ReplayCheck
-from authz.store.base import ClaimOnce
+from authz.store.ops import ClaimOnce
 
 if TYPE_CHECKING:
     from authz.config.context import CompileContext
@@ -81,7 +81,8 @@ JWT_BAD_ISSUER = reason("jwt.bad_issuer", _D, 401, "The token's iss is not the p
 JWT_BAD_AUDIENCE = reason("jwt.bad_audience", _D, 401, "None of the token's aud values is an audience of the provider.")
 JWT_MISSING_CLAIM = reason("jwt.missing_claim", _D, 401, "A claim the provider requires (exp, the subject claim, required_claims) is missing or of the wrong type.")
 JWT_INSUFFICIENT_SCOPE = reason("jwt.insufficient_scope", _D, 403, "The token lacks a scope the provider requires (scope string or scp list).")
-JWT_REPLAY = reason("jwt.replay", _D, 401, "The token's jti was already used (single_use), or was issued before the replay store's memory began.")
+JWT_REPLAY = reason("jwt.replay", _D, 401, "The single-use token's jti was already used.")
+JWT_REPLAY_UNVERIFIABLE = reason("jwt.replay_unverifiable", _D, 401, "The single-use token was issued before the replay store's current epoch (the store restarted or lost its state), so its single use cannot be checked; get a new token.")
 
 DEFAULT_MAX_TOKEN_BYTES = 8192
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
@@ -220,9 +221,13 @@ class JwtAuthenticator(Authenticator):
         # (KeyRing, ids) kept so keyring changes are seen through the ring's own objects
         self._ring = keyring_view
         self._ring_cache: tuple[Any, int, KeySet] | None = None
+        realm = f'Bearer realm="{provider.realm}", error="invalid_token"'
         self._replay = ReplayCheck(
-            JWT_REPLAY,
-            f'Bearer realm="{provider.realm}", error="invalid_token", error_description="token already used"',
+            replayed=JWT_REPLAY,
+            unverifiable=JWT_REPLAY_UNVERIFIABLE,
+            challenge=f'{realm}, error_description="token already used"',
+            unverifiable_challenge=f'{realm}, error_description="issued before the replay store restarted; get a new token"',
+            hint="the replay store restarted after this token was issued; get a new token",
         )
         self.hits = 0
         self.misses = 0

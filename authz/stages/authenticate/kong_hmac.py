@@ -6,17 +6,27 @@ headers="date request-line", signature="..."`` keep working unchanged: the
 (``hmac-sha256`` or ``HS256`` keys verify ``hmac-sha256``; ``HS384`` and
 ``HS512`` keys verify ``hmac-sha384`` / ``hmac-sha512``; ``hmac-sha1`` is
 refused). The ``X-Date`` (else ``Date``) header must be signed and within the
-clock skew, as with Kong. The draft-cavage form has no nonce; ``single_use``
-additionally refuses a second use of the same signature within the window.
+clock skew, as with Kong.
+
+Secure by default, unlike Kong: the signature must cover the request line
+and the date (Kong accepts a signature over ``date`` alone, which is good for
+any method and path for the whole skew window); covering less is a policy
+error unless ``insecure_partial_coverage: true`` says the operator means it.
+The draft-cavage form has no nonce, so a captured request stays valid for
+its window: ``single_use`` (the default) remembers each signature and refuses
+a second use, at the cost of refusing two identical requests signed within
+the same second (the Date has one-second resolution) and of refusing, for
+``clock_skew`` after the replay store starts or loses its state, signatures
+it cannot vouch for (docs/signatures.md).
 
 Policy section, by example::
 
     kong_hmac:
       legacy:
         clock_skew: 300s                       # Kong's default
-        enforce_headers: [date, request-line]  # must be among the signed headers
+        enforce_headers: [date, request-line]  # must be signed (the default; more may be added)
         keys: [alice]                          # allowed usernames (default: every HMAC key)
-        single_use: false
+        single_use: true                       # the default
         hide_credentials: false                # strip Authorization before the backend
 """
 
@@ -38,12 +48,13 @@ from authz.stages.authenticate.signature import (
     SIG_EXPIRED,
     SIG_MALFORMED,
     SIG_REPLAY,
+    SIG_REPLAY_UNVERIFIABLE,
     SIG_UNKNOWN_KEY,
     allowed_keys,
 )
 from authz.stages.context import Ctx
 from authz.stages.replay import ReplayCheck
-from authz.store.base import ClaimOnce
+from authz.store.ops import ClaimOnce
 
 if TYPE_CHECKING:
     from authz.config.context import CompileContext
@@ -54,6 +65,8 @@ if TYPE_CHECKING:
 #: keyring algorithm -> the Kong algorithm name it verifies (the algorithm table's kong column)
 KEY_ALGORITHMS = KONG_NAMES
 MAX_AUTHORIZATION_BYTES = 4096
+#: what a Kong signature must cover unless the policy says insecure_partial_coverage
+SECURE_MINIMUM = ("date", "request-line")
 _CODES = {"component_missing": SIG_COMPONENT_MISSING}
 
 
@@ -79,7 +92,13 @@ class KongHmac(Authenticator):
         self.single_use = single_use
         self.hide_credentials = hide_credentials
         self._challenge = f'hmac realm="{name}"'
-        self._replay = ReplayCheck(SIG_REPLAY, self._challenge)
+        self._replay = ReplayCheck(
+            replayed=SIG_REPLAY,
+            unverifiable=SIG_REPLAY_UNVERIFIABLE,
+            challenge=self._challenge,
+            unverifiable_challenge=f'{self._challenge}, error_description="sign again"',
+            hint="the replay store restarted after this signature's Date; sign the request again with a new Date",
+        )
 
     def present(self, req: Request) -> bool:
         return req.headers.get("authorization", "")[:5].lower() == "hmac "
@@ -133,7 +152,7 @@ class KongHmac(Authenticator):
             result.remove_headers.append("authorization")
         if self.single_use:
             # dated from the earliest moment it could have been accepted (see signature.py)
-            claim = ClaimOnce(key=f"k:{key.id}:{params['signature']}", ttl_ms=2 * self.skew_ms + 1000, created_ms=date_ms - self.skew_ms)
+            claim = ClaimOnce(claim=f"k:{key.id}:{params['signature']}", ttl_ms=2 * self.skew_ms + 1000, created_ms=date_ms - self.skew_ms)
             result.ops.append((claim, self._replay))
         return result
 
@@ -151,11 +170,21 @@ class _KongKind:
     section = "kong_hmac"
 
     def compile(self, name: str, node: Node, cc: CompileContext[KeyRing]) -> Authenticator:
-        node.keys(allowed={"clock_skew", "enforce_headers", "keys", "single_use", "hide_credentials"})
+        node.keys(
+            allowed={"clock_skew", "enforce_headers", "keys", "single_use", "hide_credentials", "insecure_partial_coverage"}
+        )
         skew_ms = node.get("clock_skew", "300s").duration_ms(min_ms=1000)
         if skew_ms > 3_600_000:
             node.get("clock_skew").error("at most 1h")
-        enforce = tuple(h.lower() for h in node.get("enforce_headers", []).str_list())
+        enforce_node = node.get("enforce_headers", list(SECURE_MINIMUM))
+        enforce = tuple(dict.fromkeys(h.lower() for h in enforce_node.str_list()))
+        partial = node.get("insecure_partial_coverage", False).bool()
+        # the Date (or X-Date) is always required to be signed; the request line must be asked for
+        if "request-line" not in enforce and not partial:
+            enforce_node.error(
+                "must include request-line: a signature over the date alone is valid for any method and path"
+                " within the clock skew (set insecure_partial_coverage: true to accept that)"
+            )
         allowed = allowed_keys(node, cc, KEY_ALGORITHMS, "an HMAC algorithm")
         return KongHmac(
             name,
@@ -163,7 +192,7 @@ class _KongKind:
             skew_ms=skew_ms,
             enforce=enforce,
             allowed_keys=allowed,
-            single_use=node.get("single_use", False).bool(),
+            single_use=node.get("single_use", True).bool(),
             hide_credentials=node.get("hide_credentials", False).bool(),
         )
 

@@ -20,8 +20,9 @@ Policy section, by example::
       bots:
         components: ["@method", "@target-uri"]   # must be covered (default)
         body_components: [content-digest]         # also, when the request has a body (default)
-        label: sig1            # verify this label only (default: the first acceptable one)
-        tag: my-api            # required ``tag`` parameter (default: none)
+        label: sig1            # accept only this label (default: any label)
+        tag: my-api            # accept only signatures with this ``tag`` (default: any)
+        select: first          # of the acceptable signatures verify: first | any | all (default first)
         created: required      # required | optional (default required)
         max_age: 5m            # oldest acceptable ``created`` (default 5m)
         clock_skew: 5s         # tolerance on created / expires (default 5s)
@@ -52,7 +53,7 @@ from authz.httpsig.sfv import parse_item
 from authz.stages.authenticate import Authenticator, AuthResult
 from authz.stages.context import Ctx
 from authz.stages.replay import ReplayCheck
-from authz.store.base import ClaimOnce
+from authz.store.ops import ClaimOnce
 
 if TYPE_CHECKING:
     from authz.config.context import CompileContext
@@ -74,7 +75,10 @@ SIG_EXPIRED = reason("sig.expired", _D, 401, "The signature's expires time has p
 SIG_NONCE_MISSING = reason("sig.nonce_missing", _D, 401, "The profile requires a nonce and the signature has none.")
 SIG_TAG_MISMATCH = reason("sig.tag_mismatch", _D, 401, "No signature of the request carries the tag the profile requires.")
 SIG_BAD_CONTENT_DIGEST = reason("sig.bad_content_digest", _D, 401, "Content-Digest is covered or required but absent or not a well-formed sha-256/sha-512 digest.")
-SIG_REPLAY = reason("sig.replay", _D, 401, "This keyid and nonce were already used, or the signature predates the store's current epoch.")
+SIG_REPLAY = reason("sig.replay", _D, 401, "This keyid and nonce (for Kong hmac with single_use, this signature) were already used.")
+SIG_REPLAY_UNVERIFIABLE = reason("sig.replay_unverifiable", _D, 401, "The signature was made before the replay store's current epoch (the store restarted or lost its state), so its single use cannot be checked; sign the request again.")
+#: what a client refused with sig.replay_unverifiable can do
+SIGN_AGAIN = "the replay store restarted after this signature was made; sign the request again (new nonce and created time)"
 
 #: Signature-Input / Signature values longer than this are refused before parsing
 MAX_FIELD_BYTES = 8192
@@ -133,8 +137,10 @@ class SignatureProfile(Authenticator):
         skew_ms: int,
         nonce_required: bool,
         allowed_keys: frozenset[str] | None,
+        select: str = "first",
     ) -> None:
         self.name = name
+        self.select = select
         self.keyring = keyring
         self.components = components
         self.body_components = body_components
@@ -149,7 +155,14 @@ class SignatureProfile(Authenticator):
         flags = (";created" if created_required else "") + (";nonce" if nonce_required else "")
         tag_part = f';tag="{tag}"' if tag else ""
         self._accept = f"{label or 'sig1'}=({' '.join(components)}){flags}{tag_part}"
-        self._replay = ReplayCheck(SIG_REPLAY, self._challenge)
+        self._accept_body = f"{label or 'sig1'}=({' '.join(components + body_components)}){flags}{tag_part}"
+        self._replay = ReplayCheck(
+            replayed=SIG_REPLAY,
+            unverifiable=SIG_REPLAY_UNVERIFIABLE,
+            challenge=self._challenge,
+            unverifiable_challenge=f'{self._challenge}, error_description="sign again"',
+            hint=SIGN_AGAIN,
+        )
 
     def present(self, req: Request) -> bool:
         h = req.headers
@@ -158,59 +171,93 @@ class SignatureProfile(Authenticator):
     def challenge(self) -> str:
         return self._challenge
 
-    def _fail(self, ctx: Ctx, reason: Reason, detail: str) -> AuthResult:
-        ctx.deny_headers.append(("accept-signature", self._accept))
+    def offer(self, req: Request) -> list[tuple[str, str]]:
+        """``Accept-Signature`` for every 401 of a route that accepts this profile (RFC 9421 5.1)."""
+        return [("accept-signature", self._accept_body if has_body(req) and self.body_components else self._accept)]
+
+    def _fail(self, reason: Reason, detail: str) -> AuthResult:
         return AuthResult(ok=False, reason=reason, challenge=self._challenge, signals=[("sig.problem", detail)])
 
     async def authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
         try:
             return self._authenticate(req, ctx)
         except SignatureError as exc:
-            return self._fail(ctx, _SIG_CODES.get(exc.code, SIG_MALFORMED), exc.detail)
+            return self._fail(_SIG_CODES.get(exc.code, SIG_MALFORMED), exc.detail)
 
     def _authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
         h = req.headers
         input_value, sig_value = h.get("signature-input"), h.get("signature")
         if input_value is None or sig_value is None:
-            return self._fail(ctx, SIG_MALFORMED, "Signature-Input and Signature must come together")
+            return self._fail(SIG_MALFORMED, "Signature-Input and Signature must come together")
         if len(input_value) > MAX_FIELD_BYTES or len(sig_value) > MAX_FIELD_BYTES:
-            return self._fail(ctx, SIG_MALFORMED, "signature fields too large")
+            return self._fail(SIG_MALFORMED, "signature fields too large")
         inputs = parse_signature_input(input_value)
-        si = self._select(inputs)
-        if isinstance(si, Reason):
-            return self._fail(ctx, si, "no acceptable signature label")
-        signature = parse_signature(sig_value).get(si.label)
-        if signature is None:
-            return self._fail(ctx, SIG_MALFORMED, f"no Signature member for label {si.label!r}")
-
-        key = self._key(si.keyid, ctx.now_ms)
-        if key is None:
-            return self._fail(ctx, SIG_UNKNOWN_KEY, "keyid absent, unknown or not usable")
-        if si.alg is not None and si.alg != key.algorithm:
-            return self._fail(ctx, SIG_ALG_MISMATCH, f"alg {si.alg!r} but the key is {key.algorithm}")
-
-        problem = self._check_time(si, ctx.now_ms)
-        if problem is not None:
-            return self._fail(ctx, problem, "created/expires outside the window")
-        if si.nonce is None and self.nonce_required:
-            return self._fail(ctx, SIG_NONCE_MISSING, "nonce required")
-        missing = self._uncovered(si, req)
-        if missing:
-            return self._fail(ctx, SIG_COMPONENT_MISSING, f"{missing} not covered")
-        if si.covers("content-digest"):
-            check_content_digest(h.get("content-digest"))
-
-        base = signature_base(message_of(req), si)
-        if not verify(key.algorithm, key.material, base, signature):
-            return self._fail(ctx, SIG_BAD_SIGNATURE, "signature does not verify")
-
+        candidates = self._candidates(inputs)
+        if isinstance(candidates, Reason):
+            return self._fail(candidates, "no acceptable signature label")
+        signatures = parse_signature(sig_value)
+        if self.select == "first":
+            candidates = candidates[:1]
+        verified: list[tuple[SignatureInput, Key]] = []
+        failures: list[tuple[str, Reason, str]] = []
+        msg = message_of(req)
+        for si in candidates:
+            outcome = self._verify_one(si, signatures.get(si.label), req, msg, ctx.now_ms)
+            if isinstance(outcome, tuple):
+                failures.append((si.label, *outcome))
+                if self.select != "any":
+                    break  # first and all: the first failure decides
+            else:
+                verified.append((si, outcome))
+                if self.select == "any":
+                    break
+        if failures and (self.select != "any" or not verified):
+            label, reason, detail = failures[0]
+            result = self._fail(reason, f"{label}: {detail}")
+            if len(candidates) > 1:
+                result.signals.append(("sig.failed", ",".join(f"{lbl}:{r.code}" for lbl, r, _ in failures)))
+            return result
+        si, key = verified[0]
         result = AuthResult(ok=True, subject=key.subject, key_id=key.id)
-        if si.nonce is not None and si.created is not None:
-            result.ops.append((self._claim(key.id, si), self._replay))
+        if len(verified) > 1:
+            result.signals.append(("sig.verified", ",".join(f"{s.label}:{k.id}" for s, k in verified)))
+        for si, key in verified:
+            if si.nonce is not None and si.created is not None:
+                result.ops.append((self._claim(key.id, si), self._replay))
         return result
 
-    def _select(self, inputs: dict[str, SignatureInput]) -> SignatureInput | Reason:
-        """The signature to verify, or the reason there is none. Only one is verified."""
+    def _verify_one(
+        self, si: SignatureInput, signature: bytes | None, req: Request, msg: Message, now_ms: int
+    ) -> Key | tuple[Reason, str]:
+        """The key that verified ``si``, or (the reason, a detail) it did not. Cheapest checks first."""
+        try:
+            if signature is None:
+                return SIG_MALFORMED, f"no Signature member for label {si.label!r}"
+            key = self._key(si.keyid, now_ms)
+            if key is None:
+                return SIG_UNKNOWN_KEY, "keyid absent, unknown or not usable"
+            if si.alg is not None and si.alg != key.algorithm:
+                return SIG_ALG_MISMATCH, f"alg {si.alg!r} but the key is {key.algorithm}"
+            problem = self._check_time(si, now_ms)
+            if problem is not None:
+                return problem, "created/expires outside the window"
+            if si.nonce is None and self.nonce_required:
+                return SIG_NONCE_MISSING, "nonce required"
+            missing = self._uncovered(si, req)
+            if missing:
+                return SIG_COMPONENT_MISSING, f"{missing} not covered"
+            if si.covers("content-digest"):
+                check_content_digest(req.headers.get("content-digest"))
+            base = signature_base(msg, si)
+        except SignatureError as exc:
+            return _SIG_CODES.get(exc.code, SIG_MALFORMED), exc.detail
+        if not verify(key.algorithm, key.material, base, signature):
+            return SIG_BAD_SIGNATURE, "signature does not verify"
+        return key
+
+    def _candidates(self, inputs: dict[str, SignatureInput]) -> list[SignatureInput] | Reason:
+        """The signatures the profile accepts to verify, in field order, or the reason there is none."""
+        out: list[SignatureInput] = []
         tag_refused = False
         for label, si in inputs.items():
             if self.want_label is not None and label != self.want_label:
@@ -218,7 +265,9 @@ class SignatureProfile(Authenticator):
             if self.want_tag is not None and si.tag != self.want_tag:
                 tag_refused = True
                 continue
-            return si
+            out.append(si)
+        if out:
+            return out
         return SIG_TAG_MISMATCH if tag_refused else SIG_MISSING
 
     def _key(self, keyid: str | None, now_ms: int) -> Key | None:
@@ -262,7 +311,7 @@ class SignatureProfile(Authenticator):
         # accepted (created minus the skew): a store whose epoch is later cannot know
         # whether it was, and refuses it. The ttl, counted from now, covers the whole window.
         earliest = created_ms - self.skew_ms
-        return ClaimOnce(key=f"n:{keyid}:{si.nonce}", ttl_ms=max(until - earliest, 1), created_ms=earliest)
+        return ClaimOnce(claim=f"n:{keyid}:{si.nonce}", ttl_ms=max(until - earliest, 1), created_ms=earliest)
 
 
 class _SignatureKind:
@@ -271,7 +320,7 @@ class _SignatureKind:
 
     def compile(self, name: str, node: Node, cc: CompileContext[KeyRing]) -> Authenticator:
         node.keys(
-            allowed={"components", "body_components", "label", "tag", "created", "max_age", "clock_skew", "nonce", "keys"}
+            allowed={"components", "body_components", "label", "tag", "select", "created", "max_age", "clock_skew", "nonce", "keys"}
         )
         components = _components(node.get("components", ["@method", "@target-uri"]))
         body_components = _components(node.get("body_components", ["content-digest"]))
@@ -308,6 +357,7 @@ class _SignatureKind:
             skew_ms=skew_ms,
             nonce_required=nonce_required,
             allowed_keys=allowed,
+            select=node.get("select", "first").str(choices={"first", "any", "all"}),
         )
 
 
