@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from authz.clock import Clock, SystemClock
 from authz.errors import ConfigError
 from authz.store.base import ALREADY_CLAIMED, BEFORE_EPOCH, CLAIMED, Distinct, Health, Op, Result, Store, Tokens
 from authz.store.memory import MemoryStore
@@ -32,14 +33,20 @@ __all__ = [
 ]
 
 
-def store_from_url(url: str, *, now_ms: int, deadline_ms: int = 5) -> Store:
+def store_from_url(url: str, *, clock: Clock | None = None, now_ms: int | None = None, deadline_ms: int = 10) -> Store:
     """Build the store a URL names.
 
-    :param url: ``memory://``
-    :param now_ms: the current time; a new memory store's epoch
+    :param url: ``memory://``, or a Redis URL (``authz.store.redis``)
+    :param clock: the engine's clock (a new epoch begins at its "now")
+    :param now_ms: a new memory store's epoch (default: the clock's now)
     :param deadline_ms: the most one batch may take (remote stores)
+    :raises ConfigError: an unknown scheme or a malformed URL (credentials never echoed)
     """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        return MemoryStore(epoch_ms=now_ms)
-    raise ConfigError("--store", 0, "store", f"unknown store URL scheme {scheme!r} (supported: memory://)")
+        if url.rstrip("/") != "memory:":
+            raise ConfigError("--store", 0, "store", "memory:// takes no host, path or parameters")
+        return MemoryStore(epoch_ms=now_ms if now_ms is not None else (clock or SystemClock()).now_ms())
+    from authz.store.redis import RedisStore
+
+    return RedisStore(url, deadline_ms=deadline_ms, clock=clock)

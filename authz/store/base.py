@@ -150,11 +150,11 @@ class Op(ABC):
         """Run against the memory store's state; must not write anything itself."""
 
     @abstractmethod
-    def redis_keys(self, prefix: str) -> list[str]:
+    def redis_keys(self, prefix: str, now_ms: int) -> list[str]:
         """The physical keys the script touches, all in the tag's slot."""
 
     @abstractmethod
-    def redis_args(self) -> list[str | int | float]:
+    def redis_args(self, now_ms: int) -> list[str | int | float]:
         """The script arguments of this operation."""
 
     @abstractmethod
@@ -164,6 +164,10 @@ class Op(ABC):
     def refund_args(self) -> list[str | int | float] | None:
         """Arguments that undo this operation's spending (Cluster compensation), or None."""
         return None
+
+    def spent(self, result: Result) -> bool:
+        """Did this operation spend anything, given its result (what a compensation gives back)?"""
+        return False
 
 
 def rkey(prefix: str, tag: str, name: str) -> str:

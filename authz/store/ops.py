@@ -90,8 +90,8 @@ class TakeTokens(Op):
         cd_key = "cd:" + self.bucket
         if cd is not None:
             held = view.get(cd_key)
-            if held is not None:
-                until, strikes = held
+            if held is not None and now_ms - held[2] < cd.memory_ms:
+                until, strikes, _ = held
                 if until > now_ms:
                     wait = until - now_ms
                     return Step(Tokens(False, 0, wait, 0, wait, strikes), refused=self.enforce)
@@ -103,17 +103,17 @@ class TakeTokens(Op):
             if cd is not None:
                 strikes += 1
                 hold = cd.hold_ms(strikes) if strikes >= cd.after else 0
-                step.observe.append((cd_key, (now_ms + hold, strikes), now_ms + max(hold, cd.memory_ms)))
+                step.observe.append((cd_key, (now_ms + hold, strikes, now_ms), now_ms + max(hold, cd.memory_ms)))
                 step.result = Tokens(False, res.remaining, max(res.retry_after_ms, hold), res.reset_ms, hold, strikes)
             return step
         if strikes:
             res = Tokens(True, res.remaining, 0, res.reset_ms, 0, strikes)
         return Step(res, spend=[(self.bucket, new_tat, math.floor(new_tat + 0.999))])
 
-    def redis_keys(self, prefix: str) -> list[str]:
+    def redis_keys(self, prefix: str, now_ms: int) -> list[str]:
         return [rkey(prefix, self.tag, "q:" + self.bucket), rkey(prefix, self.tag, "cd:" + self.bucket)]
 
-    def redis_args(self) -> list[str | int | float]:
+    def redis_args(self, now_ms: int) -> list[str | int | float]:
         cd = self.cooldown
         head: list[str | int | float] = [repr(float(self.interval_ms)), self.capacity, self.cost, int(self.enforce)]
         if cd is None:
@@ -127,10 +127,18 @@ class TakeTokens(Op):
     def refund_args(self) -> list[str | int | float]:
         return [repr(float(self.interval_ms)), self.cost]
 
+    def spent(self, result: Any) -> bool:
+        return isinstance(result, Tokens) and result.allowed
+
+
+def replay_shard_tag(shard: int) -> str:
+    """The hash tag of replay shard ``shard`` (0 .. REPLAY_SHARDS - 1)."""
+    return f"replay:{shard:02d}"
+
 
 def replay_shard(key: str) -> str:
     """The replay shard of a claim key (its Redis hash tag, and the epoch it answers to)."""
-    return f"replay:{zlib.crc32(key.encode()) % REPLAY_SHARDS:02d}"
+    return replay_shard_tag(zlib.crc32(key.encode()) % REPLAY_SHARDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,10 +172,10 @@ class ClaimOnce(Op):
             return Step(BEFORE_EPOCH, refused=True)
         return Step(CLAIMED, spend=[(self.claim, 1, now_ms + self.ttl_ms)])
 
-    def redis_keys(self, prefix: str) -> list[str]:
+    def redis_keys(self, prefix: str, now_ms: int) -> list[str]:
         return [rkey(prefix, self.tag, "n:" + self.claim), rkey(prefix, self.tag, "epoch")]
 
-    def redis_args(self) -> list[str | int | float]:
+    def redis_args(self, now_ms: int) -> list[str | int | float]:
         return [self.ttl_ms, self.created_ms]
 
     def decode(self, raw: Any) -> int:
@@ -176,14 +184,17 @@ class ClaimOnce(Op):
     def refund_args(self) -> list[str | int | float]:
         return []
 
+    def spent(self, result: Any) -> bool:
+        return bool(result == CLAIMED)
+
 
 @dataclass(frozen=True, slots=True)
 class CountDistinct(Op):
-    """Add ``member`` to the values ``counter`` saw in its window; exceeded above ``limit``.
+    """Add ``member`` to the values ``counter`` saw in the current window; exceeded above ``limit``.
 
-    The window starts with the first value and lasts ``window_ms``. What was
-    seen is recorded even when the batch refuses (an observation, not a
-    spending). Result: ``Distinct``.
+    Windows are fixed, ``window_ms`` long, counted from the Unix epoch (so every
+    process and backend agrees on them). What was seen is recorded even when
+    the batch refuses (an observation, not a spending). Result: ``Distinct``.
     """
 
     counter: str
@@ -204,30 +215,34 @@ class CountDistinct(Op):
     def tag(self) -> str:
         return self.owner or self.counter
 
+    def window(self, now_ms: int) -> tuple[int, int]:
+        """The current window's index and its end."""
+        index = now_ms // self.window_ms
+        return index, (index + 1) * self.window_ms
+
     def mem_step(self, view: MemView, now_ms: int) -> Step:
-        seen = view.get(self.counter)
-        members: frozenset[str]
-        if seen is None:
-            members, expires = frozenset(), now_ms + self.window_ms
-        else:
-            members, expires = seen
+        index, end = self.window(now_ms)
+        key = f"{self.counter}#{index}"
+        members: frozenset[str] = view.get(key) or frozenset()
         if self.member not in members and len(members) < MAX_DISTINCT_MEMBERS:
             members = members | {self.member}
         count = len(members)
         exceeded = count > self.limit
         step = Step(Distinct(count, exceeded), refused=exceeded and self.enforce)
-        step.observe.append((self.counter, (members, expires), expires))
+        step.observe.append((key, members, end))
         return step
 
-    def redis_keys(self, prefix: str) -> list[str]:
-        return [rkey(prefix, self.tag, "d:" + self.counter)]
+    def redis_keys(self, prefix: str, now_ms: int) -> list[str]:
+        index, _ = self.window(now_ms)
+        return [rkey(prefix, self.tag, f"d:{self.counter}#{index}")]
 
-    def redis_args(self) -> list[str | int | float]:
-        return [self.member, self.limit, self.window_ms, int(self.enforce)]
+    def redis_args(self, now_ms: int) -> list[str | int | float]:
+        _, end = self.window(now_ms)
+        return [self.member, self.limit, self.window_ms, int(self.enforce), end]
 
     def decode(self, raw: Any) -> Distinct:
         count, exceeded = (int(x) for x in raw)
         return Distinct(count, bool(exceeded))
 
 
-__all__ = ["REPLAY_SHARDS", "ClaimOnce", "Cooldown", "CountDistinct", "TakeTokens", "replay_shard"]
+__all__ = ["REPLAY_SHARDS", "ClaimOnce", "Cooldown", "CountDistinct", "TakeTokens", "replay_shard", "replay_shard_tag"]

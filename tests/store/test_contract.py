@@ -1,6 +1,12 @@
-"""The store contract. Every backend must pass these (the Redis store joins ALL_STORES)."""
+"""The store contract: every backend (memory, a real redis-server, a real Redis Cluster) passes the same tests.
+
+The clock is pinned: every batch gets ``now_ms`` from the test, never from the
+backend, so the Lua script and the Python arithmetic must agree exactly.
+"""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 
@@ -10,6 +16,7 @@ from authz.store import (
     BEFORE_EPOCH,
     CLAIMED,
     ClaimOnce,
+    Cooldown,
     CountDistinct,
     MemoryStore,
     Store,
@@ -17,20 +24,7 @@ from authz.store import (
     Tokens,
     store_from_url,
 )
-
-T0 = 1_700_000_000_000
-
-
-def make_memory() -> Store:
-    return MemoryStore(epoch_ms=T0)
-
-
-ALL_STORES = [pytest.param(make_memory, id="memory")]
-
-
-@pytest.fixture(params=ALL_STORES)
-def store(request: pytest.FixtureRequest) -> Store:
-    return request.param()  # type: ignore[no-any-return]
+from tests.store.conftest import T0, Backend, settle
 
 
 async def test_bucket_allows_burst_then_refuses_with_retry_after(store: Store) -> None:
@@ -85,6 +79,7 @@ async def test_a_batch_refused_by_one_quota_spends_no_other_quota(store: Store) 
     for _ in range(10):
         r = await store.apply([roomy, tight], T0)
         assert (r[0].allowed, r[1].allowed) == (True, False)
+        await settle(store)
         assert r[0].remaining == 3  # what roomy would have left: it was not charged
     (alone,) = await store.apply([roomy], T0)
     assert (alone.allowed, alone.remaining) == (True, 3)
@@ -97,6 +92,7 @@ async def test_a_replayed_claim_spends_no_tokens_and_a_refused_quota_claims_no_n
     # the captured request replayed: refused, and the signer's bucket is untouched
     for _ in range(5):
         assert (await store.apply([first, bucket], T0))[0] == ALREADY_CLAIMED
+    await settle(store)
     (left,) = await store.apply([TakeTokens("q:signer:k1", interval_ms=1000, capacity=3, cost=0)], T0)
     assert left.remaining == 2
     # a quota refusal claims no nonce: the same nonce is still good afterwards
@@ -105,6 +101,7 @@ async def test_a_replayed_claim_spends_no_tokens_and_a_refused_quota_claims_no_n
     fresh = ClaimOnce("n:k1:def", ttl_ms=60_000, created_ms=T0)
     r = await store.apply([fresh, empty], T0)
     assert r[0] == CLAIMED and not r[1].allowed
+    await settle(store)
     assert (await store.apply([fresh], T0)) == [CLAIMED]
 
 
@@ -134,6 +131,7 @@ async def test_an_exceeded_distinct_limit_refuses_the_batch_unless_it_only_signa
     bucket = TakeTokens("q:b:tok", interval_ms=1000, capacity=100)
     for ip in ("192.0.2.1", "192.0.2.2"):
         await store.apply([CountDistinct("ips:t2", ip, limit=1, window_ms=60_000), bucket], T0)
+    await settle(store)
     (left,) = await store.apply([TakeTokens("q:b:tok", interval_ms=1000, capacity=100, cost=0)], T0)
     assert left.remaining == 99  # the second address was over the limit: no token taken
     signal_only = CountDistinct("ips:t3", "192.0.2.1", limit=0, window_ms=60_000, enforce=False)
@@ -153,6 +151,96 @@ async def test_claims_made_before_the_store_epoch_are_refused(store: Store) -> N
     assert await store.apply([ClaimOnce("n:k:new", 60_000, created_ms=T0)], T0) == [CLAIMED]
 
 
+def test_store_from_url() -> None:
+    assert isinstance(store_from_url("memory://", now_ms=T0), MemoryStore)
+    with pytest.raises(ConfigError, match="unknown store URL scheme 'mongodb'"):
+        store_from_url("mongodb://x", now_ms=T0)
+
+
+# -- cooldown ------------------------------------------------------------------------
+
+COOLDOWN = Cooldown(after=2, base_ms=10_000, factor=2.0, max_ms=25_000, memory_ms=60_000)
+
+
+async def test_a_client_that_keeps_exhausting_a_quota_is_held_out_longer_each_time(store: Store) -> None:
+    op = TakeTokens("q:cd:a", interval_ms=1000, capacity=1, cooldown=COOLDOWN)
+    now = T0
+    assert (await store.apply([op], now))[0].allowed
+    first = (await store.apply([op], now))[0]  # an offence, the first: an ordinary 429
+    assert (first.allowed, first.cooldown_ms, first.strikes, first.retry_after_ms) == (False, 0, 1, 1000)
+    second = (await store.apply([op], now + 1))[0]  # the second offence: held out 10 s
+    assert (second.allowed, second.cooldown_ms, second.strikes, second.retry_after_ms) == (False, 10_000, 2, 10_000)
+    held = (await store.apply([op], now + 5_000))[0]  # while held: refused, no new offence
+    assert (held.allowed, held.cooldown_ms, held.strikes, held.retry_after_ms) == (False, 5_001, 2, 5_001)
+    released = (await store.apply([op], now + 10_001))[0]
+    assert released.allowed and released.strikes == 2
+    third = (await store.apply([op], now + 10_002))[0]  # exhausted again at once: 20 s
+    assert (third.cooldown_ms, third.strikes) == (20_000, 3)
+    fourth = (await store.apply([op], now + 30_003))[0]
+    assert fourth.allowed
+    capped = (await store.apply([op], now + 30_004))[0]
+    assert (capped.cooldown_ms, capped.strikes) == (25_000, 4)  # 40 s capped at 25 s
+    # offences are forgotten after the memory period without one
+    later = now + 30_004 + 60_000
+    assert (await store.apply([op], later))[0].allowed
+    fresh = (await store.apply([op], later))[0]
+    assert (fresh.cooldown_ms, fresh.strikes) == (0, 1)
+
+
+async def test_a_cooldown_refusal_spends_nothing_elsewhere_in_the_batch(store: Store) -> None:
+    held = TakeTokens("q:cd:b", interval_ms=60_000, capacity=1, cooldown=Cooldown(1, 60_000, 2.0, 60_000, 60_000))
+    other = TakeTokens("q:other:b", interval_ms=1000, capacity=5)
+    await store.apply([held], T0)
+    await store.apply([held], T0)  # offence: held out
+    for _ in range(3):
+        r = await store.apply([held, other], T0 + 1)
+        assert not r[0].allowed and r[0].cooldown_ms > 0
+    await settle(store)
+    (left,) = await store.apply([TakeTokens("q:other:b", interval_ms=1000, capacity=5, cost=0)], T0 + 1)
+    assert left.remaining == 5
+
+
+# -- the backends agree exactly -------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_every_backend_computes_what_the_memory_store_computes(backend: Backend, seed: int) -> None:
+    rnd = random.Random(seed)
+    reference = MemoryStore(epoch_ms=T0)
+    buckets = [
+        TakeTokens(f"q:mirror{seed}:{i}", interval_ms=rnd.choice([7.0, 100.0, 333.3333333333333, 1000.0, 6000.0 / 7]), capacity=rnd.randint(1, 20), cost=rnd.randint(1, 3), cooldown=rnd.choice([None, COOLDOWN]))
+        for i in range(6)
+    ]
+    now = T0
+    for _ in range(150):
+        now += rnd.choice([0, 0, 1, 3, 17, 250, 999, 5000])
+        batch = rnd.sample(buckets, rnd.randint(1, 3))
+        expected = await reference.apply(batch, now)
+        got = await backend.store.apply(batch, now)
+        await settle(backend.store)
+        assert got == expected, (now, batch)
+
+
+# -- state is bounded -------------------------------------------------------------------
+
+
+async def test_every_key_written_has_a_ttl(backend: Backend) -> None:
+    store = backend.store
+    ops = [
+        TakeTokens("q:ttl:a", interval_ms=1000, capacity=2, cooldown=COOLDOWN),
+        ClaimOnce("n:ttl:1", ttl_ms=30_000, created_ms=T0),
+        CountDistinct("ips:ttl", "192.0.2.1", limit=5, window_ms=60_000),
+    ]
+    for i in range(4):
+        await store.apply(ops, T0 + i)
+    await store.apply([TakeTokens("q:ttl:b", interval_ms=1000, capacity=1, cost=1)], T0)
+    keys = backend.keys()
+    assert len(keys) >= 4
+    assert [k for k, ttl in keys if ttl is None] == []
+    # and nothing lives longer than what it is for (7 days: a replay shard's epoch)
+    assert max(ttl for _, ttl in keys if ttl is not None) <= 7 * 86_400_000
+
+
 async def test_memory_store_forgets_expired_keys() -> None:
     store = MemoryStore(epoch_ms=T0)
     for i in range(1000):
@@ -161,9 +249,3 @@ async def test_memory_store_forgets_expired_keys() -> None:
     assert len(store) == 2000
     await store.apply([], T0 + 2_000)
     assert len(store) == 0
-
-
-def test_store_from_url() -> None:
-    assert isinstance(store_from_url("memory://", now_ms=T0), MemoryStore)
-    with pytest.raises(ConfigError, match="unknown store URL scheme 'mongodb'"):
-        store_from_url("mongodb://x", now_ms=T0)

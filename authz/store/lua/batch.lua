@@ -1,0 +1,158 @@
+-- authz: every stateful check of one request, in one script, all-or-nothing for what it spends.
+--
+-- KEYS    the keys of every operation, in operation order (each operation's keys share a hash slot)
+-- ARGV[1] now, ms since the epoch (the engine's clock, never Redis's)
+-- ARGV[2] the batch id (the value a claim is stored with, so a compensation removes only its own)
+-- ARGV[3] the number of operations
+-- then, per operation: its function name, its number of keys, its number of arguments, its arguments
+--
+-- Returns {refused, reply_1, ..., reply_n}: refused is 1 when an enforced operation refused, in
+-- which case no spending write of the batch was applied (observations were).
+--
+-- Each function mirrors the Python operation of the same name in authz/store/ops.py line by line;
+-- the store contract tests run both on the same pinned clock. A function returns its reply, whether
+-- it refuses, and the spending writes to apply if the whole batch is accepted (closures).
+--
+-- Time is the caller's: every decision compares stored times with ARGV[1]. Redis key expiry only
+-- collects garbage, GC_MARGIN after the caller's clock says a value no longer matters (so jitter
+-- between authz's clock and Redis's never drops a value early).
+
+local now = tonumber(ARGV[1])
+local batch = ARGV[2]
+local count = tonumber(ARGV[3])
+
+-- values written by earlier operations of this batch that are not applied yet
+local pending = {}
+
+local function current(key)
+  local v = pending[key]
+  if v ~= nil then return v end
+  return redis.call('GET', key)
+end
+
+local function cooldown_ms(strikes, base, factor, max)
+  if strikes <= 0 then return 0 end
+  return math.floor(math.min(base * factor ^ (strikes - 1), max))
+end
+
+local GC_MARGIN = 10000
+local EPOCH_TTL = 7 * 86400000
+local EPOCH_REFRESH = 6 * 86400000
+
+local OPS = {}
+
+-- TakeTokens. KEYS: bucket, cooldown record. ARGV: interval, capacity, cost, enforce,
+-- cooldown after, base, factor, max, memory (after = 0: no cooldown).
+-- Reply: {allowed, remaining, retry_after_ms, reset_ms, cooldown_ms, strikes}
+OPS.take = function(k, a)
+  local interval, capacity, cost = tonumber(a[1]), tonumber(a[2]), tonumber(a[3])
+  local enforce = a[4] == '1'
+  local after = tonumber(a[5])
+  local memory = tonumber(a[9])
+  local strikes = 0
+  if after > 0 then
+    local held = redis.call('HMGET', k[2], 'until', 'strikes', 'last')
+    if held[1] and now - tonumber(held[3]) < memory then
+      local until_ms = tonumber(held[1])
+      strikes = tonumber(held[2])
+      if until_ms > now then
+        local wait = until_ms - now
+        return {0, 0, wait, 0, wait, strikes}, enforce, nil
+      end
+    end
+  end
+  local tat = tonumber(current(k[1])) or 0
+  -- gcra (authz.store.base.gcra)
+  tat = math.max(tat, now)
+  local new_tat = tat + interval * cost
+  local allow_at = new_tat - interval * capacity
+  if allow_at > now then
+    local retry = allow_at - now
+    local remaining = math.floor((now - (tat - interval * capacity)) / interval)
+    if remaining < 0 then remaining = 0 end
+    local retry_ms = math.max(math.floor(retry + 0.999), 1)
+    local reset_ms = math.floor(tat - now + 0.999)
+    local hold = 0
+    if after > 0 then
+      strikes = strikes + 1
+      if strikes >= after then
+        hold = cooldown_ms(strikes - after + 1, tonumber(a[6]), tonumber(a[7]), tonumber(a[8]))
+      end
+      redis.call('HSET', k[2], 'until', now + hold, 'strikes', strikes, 'last', now)
+      redis.call('PEXPIRE', k[2], math.max(hold, memory) + GC_MARGIN)
+      retry_ms = math.max(retry_ms, hold)
+    end
+    return {0, remaining, retry_ms, reset_ms, hold, strikes}, enforce, nil
+  end
+  local remaining = math.floor((now - allow_at) / interval)
+  local expires = math.floor(new_tat + 0.999)
+  local text = string.format('%.17g', new_tat)
+  pending[k[1]] = text
+  local write = function()
+    redis.call('SET', k[1], text, 'PX', math.max(expires - now, 1) + GC_MARGIN)
+  end
+  return {1, remaining, 0, math.floor(new_tat - now + 0.999), 0, strikes}, false, write
+end
+
+-- ClaimOnce. KEYS: claim, its replay shard's epoch. ARGV: ttl, created.
+-- Reply: 0 claimed, 1 already claimed, 2 before the epoch.
+-- A claim is stored as "<until>|<batch id>": claimed while until > now (the caller's clock).
+OPS.claim = function(k, a)
+  local ttl, created = tonumber(a[1]), tonumber(a[2])
+  local epoch = tonumber(redis.call('GET', k[2]))
+  if epoch == nil then
+    -- the shard has no epoch: this Redis lost its state (flushed, or restarted without
+    -- persistence) or never had any. A new epoch begins now.
+    epoch = now
+    redis.call('SET', k[2], now, 'PX', EPOCH_TTL)
+  elseif redis.call('PTTL', k[2]) < EPOCH_REFRESH then
+    redis.call('PEXPIRE', k[2], EPOCH_TTL)
+  end
+  local held = current(k[1])
+  if held and tonumber(string.match(held, '^(%d+)')) > now then return 1, true, nil end
+  if created < epoch then return 2, true, nil end
+  local value = string.format('%d|%s', now + ttl, batch)
+  pending[k[1]] = value
+  local write = function()
+    redis.call('SET', k[1], value, 'PX', math.max(ttl, 1) + GC_MARGIN)
+  end
+  return 0, false, write
+end
+
+-- CountDistinct. KEYS: the HyperLogLog of the current window (its index is in the key name).
+-- ARGV: member, limit, window, enforce, window end. Reply: {count, exceeded}.
+-- The member is recorded whatever the batch's fate.
+OPS.distinct = function(k, a)
+  redis.call('PFADD', k[1], a[1])
+  if redis.call('PTTL', k[1]) < 0 then
+    redis.call('PEXPIRE', k[1], math.max(tonumber(a[5]) - now, 1) + GC_MARGIN)
+  end
+  local n = redis.call('PFCOUNT', k[1])
+  local exceeded = n > tonumber(a[2])
+  return {n, exceeded and 1 or 0}, exceeded and a[4] == '1', nil
+end
+
+local replies = {0}
+local writes = {}
+local refused = false
+local ki, ai = 1, 4
+for i = 1, count do
+  local name, nk, na = ARGV[ai], tonumber(ARGV[ai + 1]), tonumber(ARGV[ai + 2])
+  local keys, args = {}, {}
+  for j = 1, nk do keys[j] = KEYS[ki + j - 1] end
+  for j = 1, na do args[j] = ARGV[ai + 2 + j] end
+  ki = ki + nk
+  ai = ai + 3 + na
+  local fn = OPS[name]
+  if fn == nil then return redis.error_reply('authz: unknown operation ' .. tostring(name)) end
+  local reply, refuses, write = fn(keys, args)
+  replies[i + 1] = reply
+  if refuses then refused = true end
+  if write then writes[#writes + 1] = write end
+end
+if refused then
+  replies[1] = 1
+else
+  for _, write in ipairs(writes) do write() end
+end
+return replies
