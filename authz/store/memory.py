@@ -118,7 +118,7 @@ class MemoryStore(Store):
             return None
         return int(entry[1] - now_ms)
 
-    def keys(self) -> list[str]:
+    def key_names(self) -> list[str]:
         return list(self._data)
 
     async def ping(self) -> bool:

@@ -44,7 +44,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     name = request.param
     if name == "memory":
         mem = MemoryStore(epoch_ms=T0)
-        yield Backend(name, mem, lambda: [(k, mem.ttl_ms(k, T0)) for k in mem.keys()])
+        yield Backend(name, mem, lambda: [(k, mem.ttl_ms(k, T0)) for k in mem.key_names()])
         return
     if name == "redis":
         node: RedisServer = request.getfixturevalue("redis_node")
