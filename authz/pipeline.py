@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from authz.clock import Clock, SystemClock
 from authz.decision import (
@@ -32,9 +32,11 @@ from authz.policy.model import Policy
 from authz.request import Request
 from authz.stages import identify, respond
 from authz.stages.authenticate import authenticate
-from authz.stages.context import Ctx
+from authz.stages.context import Ctx, StatefulCheck
+from authz.stages.quota import Quota
 from authz.stages.route import match_route
-from authz.store.base import Store
+from authz.store.base import Op, PartialFailure, Store
+from authz.store.memory import MemoryStore
 
 log = logging.getLogger("authz.engine")
 
@@ -73,6 +75,8 @@ class Engine:
         self.clock = clock or SystemClock()
         self.ids = ids or DecisionIds()
         self.on_decision = on_decision
+        #: buckets of this process alone, for quotas that fall back to them when the store fails
+        self.local_store = MemoryStore(epoch_ms=0)
 
     async def decide(self, req: Request) -> Decision:
         """The decision on one request. Never raises: anything unexpected is ``internal.error``."""
@@ -152,15 +156,15 @@ class Engine:
 
         # 4. plan: every stateful check adds its operations to one batch
         #    (replay claims were planned by the authentication method above)
-        for quota in route.quotas:
-            quota.plan(ctx, route.name)
+        for quota, cost in route.quotas:
+            quota.plan(ctx, cost)
 
         # 5. apply: one store round trip for all of them, atomically
         if ctx.ops:
             try:
                 results = await self.store.apply(ctx.ops, ctx.now_ms)
             except StoreError as exc:
-                self._store_failed(ctx, route.fail_open, exc)
+                self._store_failed(ctx, route.on_store_error, exc)
                 return route.name
             # 6. judge: each check reads its own result; the first refusal decides
             for check, op, result in zip(ctx.checks, ctx.ops, results, strict=True):
@@ -169,11 +173,41 @@ class Engine:
         # 7. respond (in decide): headers, body, signals
         return route.name
 
-    def _store_failed(self, ctx: Ctx, fail_open: frozenset[str], exc: StoreError) -> None:
+    def _store_failed(self, ctx: Ctx, modes: Mapping[str, str], exc: StoreError) -> None:
+        """The store could not answer for some (or all) of the batch: the route's policy decides.
+
+        Per check family: ``closed`` refuses (503 ``store.unavailable``), ``open``
+        lets the check pass, ``local`` (quotas) asks a bucket of this process
+        holding its share of the limit. Results that did come back (one slot of
+        a Cluster failed, the others answered) are judged as usual. A refused
+        request gets back what the answering slots spent.
+        """
         ctx.signals.append(("store.error", type(exc.__cause__ or exc).__name__))
-        closed = sorted({c.kind for c in ctx.checks if c.kind not in fail_open})
+        partial = exc if isinstance(exc, PartialFailure) else None
+        failed = partial.failed if partial is not None else frozenset(range(len(ctx.ops)))
+        closed: set[str] = set()
+        local: list[tuple[StatefulCheck, Op]] = []
+        for i, (check, op) in enumerate(zip(ctx.checks, ctx.ops, strict=True)):
+            if i not in failed:
+                assert partial is not None
+                check.judge(partial.results[i], op, ctx)
+                continue
+            mode = modes.get(check.kind, "closed")
+            if check.kind not in ctx.degraded:
+                ctx.degraded.append(check.kind)
+            if mode == "closed":
+                closed.add(check.kind)
+            elif mode == "local" and isinstance(check, Quota):
+                local.append((check, check.local_op(op)))
         if closed:
-            ctx.signals.append(("store.fail_closed", ",".join(closed)))
+            ctx.signals.append(("store.fail_closed", ",".join(sorted(closed))))
             ctx.refuse(STORE_UNAVAILABLE)
-        else:
-            ctx.refuse(OK_STORE_UNAVAILABLE)
+        elif local:
+            ops = [op for _, op in local]
+            for (check, op), result in zip(local, self.local_store.apply_sync(ops, ctx.now_ms), strict=True):
+                check.judge(result, op, ctx)
+            ctx.signals.append(("store.fallback", "local"))
+        if ctx.reason is None:
+            ctx.reason = OK_STORE_UNAVAILABLE
+        elif partial is not None:
+            partial.compensate()

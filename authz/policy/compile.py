@@ -35,9 +35,9 @@ from authz.config.context import CompileContext
 from authz.config.source import Node
 from authz.errors import ConfigError
 from authz.keys import EMPTY_KEYRING, KeyRing, load_keys
-from authz.policy.model import CHECK_KINDS, DEFAULT_FAIL_OPEN, IpRules, Limits, Policy, Route
+from authz.policy.model import CHECK_KINDS, DEFAULT_ON_STORE_ERROR, STORE_ERROR_MODES, IpRules, Limits, Policy, Route
 from authz.stages.authenticate import Authenticator, MethodKind, registered_kinds
-from authz.stages.quota import BY_CHOICES, Quota
+from authz.stages.quota import DistinctLimit, Quota, compile_quotas
 from authz.stages.route import Match
 
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
@@ -72,7 +72,10 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     trusted = _trusted(root.get("trusted_proxies", []))
     limits = _limits(root.get("limits", {}))
     global_ip = _ip_rules(root.get("ip", {}), lists)
-    quotas = _quotas(root.get("quotas", {}))
+    quotas_node = root.get("quotas", {})
+    for name, qnode in quotas_node.entries():
+        _name(name, qnode)
+    quotas = compile_quotas(quotas_node, cc)
 
     authenticators: dict[str, Authenticator] = {}
     for section, kind in sections.items():
@@ -180,25 +183,6 @@ def _ip_rules(node: Node, lists: dict[str, CidrSet]) -> IpRules:
     return IpRules(deny=refs("deny"), allow=refs("allow"), only=refs("only"))
 
 
-def _quotas(node: Node) -> dict[str, Quota]:
-    out: dict[str, Quota] = {}
-    for name, q in node.entries():
-        _name(name, q)
-        q.keys(allowed={"limit", "window", "burst", "by"}, required={"limit", "window"})
-        limit = q.get("limit").int(min=1, max=10**9)
-        window_ms = q.get("window").duration_ms(min_ms=1)
-        burst = q.get("burst", limit).int(min=1, max=10**9)
-        by_node = q.get("by", "client")
-        by = by_node.str()
-        if by.startswith("header:"):
-            if not re.fullmatch(r"header:[a-z0-9!#$%&'*+.^_`|~-]+", by):
-                by_node.error("header:<name> needs a lower-case header name")
-        elif by not in BY_CHOICES:
-            by_node.error(f"must be one of {', '.join(sorted(BY_CHOICES))} or header:<name>; got {by!r}")
-        out[name] = Quota(name=name, limit=limit, window_ms=window_ms, burst=burst, by=by)
-    return out
-
-
 def _match(node: Node) -> Match:
     node.keys(allowed={"hosts", "methods", "path"})
     hosts: set[str] = set()
@@ -251,7 +235,7 @@ def _match(node: Node) -> Match:
 def _route(
     node: Node,
     lists: dict[str, CidrSet],
-    quotas: dict[str, Quota],
+    quotas: dict[str, Quota | DistinctLimit],
     authenticators: dict[str, Authenticator],
     kinds: dict[str, MethodKind],
     global_ip: IpRules,
@@ -294,24 +278,37 @@ def _route(
     elif auth_node.value is not None:
         auth_node.error(f"a route with action {action!r} runs no checks; remove 'auth'")
 
-    route_quotas: list[Quota] = []
+    route_quotas: list[tuple[Quota | DistinctLimit, int | None]] = []
+    seen_quotas: set[str] = set()
     for item in node.get("quota", []).items():
-        qname = item.str()
+        cost: int | None = None
+        if isinstance(item.value, dict):
+            item.keys(allowed={"name", "cost"}, required={"name"})
+            qname = item.get("name").str()
+            if item.has("cost"):
+                cost = item.get("cost").int(min=0, max=10**9)
+        else:
+            qname = item.str()
         if qname not in quotas:
             item.error(f"no quota named {qname!r} in quotas")
-        route_quotas.append(quotas[qname])
+        if qname in seen_quotas:
+            item.error(f"quota {qname!r} listed twice")
+        seen_quotas.add(qname)
+        quota = quotas[qname]
+        if cost is not None and isinstance(quota, Quota) and cost > quota.burst:
+            item.get("cost").error(f"costs more than quota {qname!r} can ever hold (burst {quota.burst})")
+        if cost is not None and isinstance(quota, DistinctLimit):
+            item.get("cost").error("a distinct-count limit has no cost")
+        route_quotas.append((quota, cost))
 
-    fail_open = set(DEFAULT_FAIL_OPEN)
+    modes = dict(DEFAULT_ON_STORE_ERROR)
     ose = node.get("on_store_error", {})
     for kind, mode_node in ose.entries():
         if kind not in CHECK_KINDS:
             Node(ose.file, mode_node.field, None, mode_node.line).error(
                 f"unknown check kind {kind!r} (expected one of: {', '.join(sorted(CHECK_KINDS))})"
             )
-        if mode_node.str(choices={"open", "closed"}) == "open":
-            fail_open.add(kind)
-        else:
-            fail_open.discard(kind)
+        modes[kind] = mode_node.str(choices=set(STORE_ERROR_MODES[kind]))
 
     return Route(
         name=name,
@@ -321,7 +318,7 @@ def _route(
         auth=tuple(methods),
         anonymous=anonymous,
         quotas=tuple(route_quotas),
-        fail_open=frozenset(fail_open),
+        on_store_error=modes,
     )
 
 

@@ -14,10 +14,10 @@ from authz.config.cidr import CidrSet
 from authz.keys import EMPTY_KEYRING, KeyRing
 from authz.stages.authenticate import Authenticator
 from authz.stages.identify import IpRules
-from authz.stages.quota import Quota
-from authz.stages.route import CHECK_KINDS, DEFAULT_FAIL_OPEN, Match, Route
+from authz.stages.quota import DistinctLimit, Quota
+from authz.stages.route import CHECK_KINDS, DEFAULT_ON_STORE_ERROR, STORE_ERROR_MODES, Match, Route
 
-__all__ = ["CHECK_KINDS", "DEFAULT_FAIL_OPEN", "IpRules", "Limits", "Match", "Policy", "Route"]
+__all__ = ["CHECK_KINDS", "DEFAULT_ON_STORE_ERROR", "STORE_ERROR_MODES", "IpRules", "Limits", "Match", "Policy", "Route"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,6 @@ class Policy:
     ip: IpRules = IpRules()
     limits: Limits = Limits()
     ip_lists: dict[str, CidrSet] = field(default_factory=dict)
-    quotas: dict[str, Quota] = field(default_factory=dict)
+    quotas: dict[str, Quota | DistinctLimit] = field(default_factory=dict)
     authenticators: dict[str, Authenticator] = field(default_factory=dict)
     keyring: KeyRing = EMPTY_KEYRING

@@ -27,8 +27,9 @@ class Ctx:
         "remove_headers",
         "ops",
         "checks",
-        "hint",
+        "body",
         "offers",
+        "degraded",
     )
 
     def __init__(self, req: Request, now_ms: int, decision_id: str) -> None:
@@ -54,8 +55,10 @@ class Ctx:
         #: the state operations planned for this request, and who judges each result
         self.ops: list[Op] = []
         self.checks: list[StatefulCheck] = []
-        #: what the client can do about a refusal, for the JSON body ("" for nothing to add)
-        self.hint = ""
+        #: more members of a refusal's JSON body (a "hint", the "quota" that tripped)
+        self.body: dict[str, str] = {}
+        #: check kinds that could not be checked against the store (x-authz-degraded)
+        self.degraded: list[str] = []
         #: the route's authentication methods, asked for their offers on a 401 (Accept-Signature)
         self.offers: tuple[Offers, ...] = ()
 

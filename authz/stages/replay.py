@@ -58,4 +58,4 @@ class ReplayCheck:
             ctx.deny_headers.append(("www-authenticate", challenge))
             ctx.deny_headers.extend(self.extra)
             if result == BEFORE_EPOCH:
-                ctx.hint = self.hint
+                ctx.body["hint"] = self.hint

@@ -48,6 +48,8 @@ def finish(ctx: Ctx, route_name: str, duration_us: int = 0) -> Decision:
             up.append(("x-authz-subject", ident.subject))
         if ident.key_id:
             up.append(("x-authz-key-id", ident.key_id))
+        if ctx.degraded:
+            up.append(("x-authz-degraded", ",".join(ctx.degraded)))
         decision.upstream_headers = up
         ours = {name for name, _ in up}
         remove = ctx.remove_headers
@@ -62,6 +64,8 @@ def finish(ctx: Ctx, route_name: str, duration_us: int = 0) -> Decision:
                 for header in method.offer(req):
                     if header not in deny:
                         deny.append(header)
+        if ctx.degraded:
+            deny.append(("x-authz-degraded", ",".join(ctx.degraded)))
         decision.client_headers = [
             *ctx.client_headers,
             *ctx.deny_headers,
@@ -69,9 +73,7 @@ def finish(ctx: Ctx, route_name: str, duration_us: int = 0) -> Decision:
             ("content-type", "application/json"),
             ("cache-control", "no-store"),
         ]
-        body: dict[str, str] = {"error": reason.code, "decision_id": ctx.id}
-        if ctx.hint:
-            body["hint"] = ctx.hint
+        body = {"error": reason.code, "decision_id": ctx.id, **ctx.body}
         decision.body = json.dumps(body, separators=(",", ":")).encode()
     return decision
 

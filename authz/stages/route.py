@@ -8,7 +8,9 @@ suffix wildcards, methods into a frozenset, paths into exact / prefix / regex.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from authz.stages.identify import IpRules
@@ -16,11 +18,18 @@ from authz.stages.identify import IpRules
 if TYPE_CHECKING:
     from authz.request import Request
     from authz.stages.authenticate import Authenticator
-    from authz.stages.quota import Quota
+    from authz.stages.quota import DistinctLimit, Quota
 
-#: stateful check families whose store failures fail open unless a route says otherwise
-DEFAULT_FAIL_OPEN = frozenset({"quota", "reputation"})
-CHECK_KINDS = frozenset({"quota", "replay", "reputation"})
+#: what a stateful check family does when the store fails, unless a route says otherwise:
+#: open (allow, tagged), closed (refuse 503), local (quotas only: a per-process bucket)
+DEFAULT_ON_STORE_ERROR: dict[str, str] = {"quota": "open", "replay": "closed", "reputation": "open"}
+CHECK_KINDS = frozenset(DEFAULT_ON_STORE_ERROR)
+#: the modes each family accepts
+STORE_ERROR_MODES: dict[str, frozenset[str]] = {
+    "quota": frozenset({"open", "closed", "local"}),
+    "replay": frozenset({"open", "closed"}),
+    "reputation": frozenset({"open", "closed"}),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +71,10 @@ class Route:
     ip: IpRules = IpRules()
     auth: tuple[Authenticator, ...] = ()
     anonymous: bool = True
-    quotas: tuple[Quota, ...] = ()
-    #: check families that admit the request when the store fails
-    fail_open: frozenset[str] = DEFAULT_FAIL_OPEN
+    #: the route's quotas, each with the route's cost override (None: the quota's own cost)
+    quotas: tuple[tuple[Quota | DistinctLimit, int | None], ...] = ()
+    #: check family -> open | closed | local, when the store fails
+    on_store_error: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(DEFAULT_ON_STORE_ERROR))
 
 
 def _strip_port(host: str) -> str:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -207,6 +207,25 @@ def cooldown_ms(strikes: int, base_ms: int, factor: float, max_ms: int) -> int:
     return int(min(base_ms * factor ** (strikes - 1), max_ms))
 
 
+class PartialFailure(StoreError):
+    """Some of a batch's operations could not be applied; the others answered (Redis Cluster).
+
+    :param results: one per operation, None where it failed
+    :param failed: the indices of the operations that failed
+    :param undo: gives back what the operations that answered spent (never raises)
+    """
+
+    def __init__(self, message: str, results: list[Result | None], failed: frozenset[int], undo: Callable[[], None]) -> None:
+        super().__init__(message)
+        self.results = results
+        self.failed = failed
+        self._undo = undo
+
+    def compensate(self) -> None:
+        """Give back what the operations that answered spent (in the background)."""
+        self._undo()
+
+
 # -- the store -----------------------------------------------------------------
 
 
@@ -312,6 +331,7 @@ __all__ = [
     "Health",
     "MemView",
     "Op",
+    "PartialFailure",
     "Result",
     "Step",
     "Store",

@@ -59,8 +59,8 @@ from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from authz.clock import Clock, SystemClock
-from authz.errors import ConfigError, StoreError
-from authz.store.base import Health, Op, Result, Store, rkey
+from authz.errors import ConfigError
+from authz.store.base import Health, Op, PartialFailure, Result, Store, rkey
 from authz.store.breaker import Breaker
 from authz.store.ops import REPLAY_SHARDS, replay_shard_tag
 
@@ -82,35 +82,6 @@ IDENTITY_LUA = _lua("identity.lua")
 REFUND_ATTEMPTS = 6
 #: how long a replay shard's epoch and server marker live without being refreshed
 EPOCH_TTL_MS = 7 * 86_400_000
-
-
-class PartialFailure(StoreError):
-    """Some slots of a Cluster batch failed; the others answered.
-
-    :param results: one per operation, None where its slot failed
-    :param failed: the indices of the operations whose slot failed
-    """
-
-    def __init__(
-        self,
-        message: str,
-        results: list[Result | None],
-        failed: frozenset[int],
-        store: RedisStore,
-        accepted: Sequence[Op],
-        accepted_results: Sequence[Result],
-        batch: str,
-        now_ms: int,
-    ) -> None:
-        super().__init__(message)
-        self.results = results
-        self.failed = failed
-        self._undo = (store, accepted, accepted_results, batch, now_ms)
-
-    def compensate(self) -> None:
-        """Give back what the slots that accepted spent (in the background; never raises)."""
-        store, ops, results, batch, now_ms = self._undo
-        store.compensate(ops, results, batch, now_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,9 +373,11 @@ class RedisStore(Store):
             for i, res in zip(group, group_results, strict=True):
                 results[i] = res
         if failed:
+            accepted_ops, accepted_results = [ops[i] for i in accepted], [results[i] for i in accepted]
             raise PartialFailure(
                 f"{len(errors)} of {len(groups)} Cluster slots failed ({type(errors[0]).__name__})",
-                results, frozenset(failed), self, [ops[i] for i in accepted], [results[i] for i in accepted], batch, now_ms,
+                results, frozenset(failed),
+                lambda: self.compensate(accepted_ops, accepted_results, batch, now_ms),
             )  # fmt: skip
         if refused:
             # a refused batch spends nothing: the slots that accepted give back what they took

@@ -269,7 +269,7 @@ def test_exhausted_quota_is_429_and_never_reaches_upstream(stack: Stack, upstrea
     assert re.fullmatch(r'"tight";r=0;t=\d+', headers["ratelimit"])
     assert headers["ratelimit-policy"] == '"tight";q=3;w=60'
     reply = _json(body)
-    assert reply == {"error": "quota.exhausted", "decision_id": headers["x-authz-decision-id"]}
+    assert reply == {"error": "quota.exhausted", "decision_id": headers["x-authz-decision-id"], "quota": "tight"}
     entry = stack.access_log(reply["decision_id"])
     assert (entry["status"], entry["outcome"]) == (429, "limit")
 

@@ -15,8 +15,9 @@ import pytest
 from authz.clock import FixedClock
 from authz.errors import ConfigError, StoreError
 from authz.store import BEFORE_EPOCH, CLAIMED, ClaimOnce, TakeTokens, store_from_url
+from authz.store.base import PartialFailure
 from authz.store.breaker import Breaker
-from authz.store.redis import PartialFailure, RedisStore, parse_url
+from authz.store.redis import RedisStore, parse_url
 from tests.store.conftest import T0
 from tests.support.procs import LOOPBACK, free_port
 from tests.support.redis import RedisCluster, RedisServer, Sentinel, client

@@ -253,7 +253,7 @@ async def test_single_use_token_issued_before_the_store_epoch_is_unverifiable(tm
     assert res == BEFORE_EPOCH
     check.judge(res, op, c)
     assert c.reason == "jwt.replay_unverifiable"
-    assert "get a new token" in c.hint
+    assert "get a new token" in c.body["hint"]
 
 
 async def test_through_the_engine_missing_token_gets_the_bearer_challenge(tmp_path: Path) -> None:

@@ -31,11 +31,11 @@ BAD = {
     "bad_method.yaml": "{file}:4: routes[0].match.methods[1]: not an HTTP method: 'get' (upper case, one of CONNECT, DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, TRACE)",
     "bad_no_routes.yaml": "{file}:2: routes: a policy needs at least one route",
     "bad_not_a_mapping.yaml": "{file}:1: expected a mapping, got a list",
-    "bad_on_store_error.yaml": "{file}:5: routes[0].on_store_error.quota: must be one of closed, open; got 'sometimes'",
+    "bad_on_store_error.yaml": "{file}:5: routes[0].on_store_error.quota: must be one of closed, local, open; got 'sometimes'",
     "bad_on_store_error_kind.yaml": "{file}:7: routes[0].on_store_error.weather: unknown check kind 'weather' (expected one of: quota, replay, reputation)",
     "bad_path_no_slash.yaml": "{file}:5: routes[0].match.path.prefix: a path starts with '/': 'v1/'",
     "bad_path_two_kinds.yaml": "{file}:5: routes[0].match.path: give exactly one of exact, prefix, regex",
-    "bad_quota_by.yaml": "{file}:6: quotas.per-ip.by: must be one of client, global, ip, key_id, route, subject or header:<name>; got 'colour'",
+    "bad_quota_by.yaml": "{file}:6: quotas.per-ip.by: must be one of client, ip, subnet, subject, key_id, route, global, header:<name> or claim:<name>; got 'colour'",
     "bad_quota_limit.yaml": "{file}:4: quotas.per-ip.limit: expected an integer, got a string",
     "bad_quota_ref.yaml": "{file}:7: routes[0].quota[0]: no quota named 'per-client' in quotas",
     "bad_quota_window.yaml": "{file}:5: quotas.per-ip.window: expected a duration like 250ms, 10s, 5m or 1h; got 'fortnight'",
@@ -108,8 +108,9 @@ routes:
     )
     policy = load_policy(str(p))
     (route,) = policy.routes
-    assert route.quotas[0].interval_ms == 10_000 and route.quotas[0].burst == 2
-    assert route.fail_open == frozenset({"replay", "reputation"})
+    quota, cost = route.quotas[0]
+    assert quota.interval_ms == 10_000 and quota.burst == 2 and cost is None  # type: ignore[union-attr]
+    assert dict(route.on_store_error) == {"quota": "closed", "replay": "open", "reputation": "open"}
     bad = policy.ip_lists["bad"]
     assert bad.match("198.51.100.77") == "scanners"
     assert bad.match("203.0.113.9") == "single"
