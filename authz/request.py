@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from authz.paths import NO_PROBLEM, PathProblem, canonicalize, fold_case
+
 EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -23,7 +25,9 @@ class Request:
     """One request as authz sees it. Build it once; treat it as immutable.
 
     :param method: request method, upper-case as sent (``GET``)
-    :param path: the path part of the request target, not decoded (``/v1/items``)
+    :param path: the path part of the request target as sent, not decoded (``/v1/items``);
+        what signatures cover. Routes match ``route_path``, its canonical form
+        (authz.paths), and ``path_problems`` says what may make it ambiguous.
     :param query: the query part without the ``?``, not decoded, "" if none
     :param has_query: whether the target had a ``?`` at all (RFC 9421 ``@query``)
     :param host: authority as sent, lower-cased
@@ -39,6 +43,8 @@ class Request:
     :param time_ms: when the proxy received the request, ms since the epoch (0 if unknown)
     :param door: which adapter built it: ``grpc`` or ``http``
     :param context: string pairs the proxy attached (Envoy ``context_extensions``)
+    :param target_problems: what the door found in the raw target's form
+        (``authz.paths.target_problems``), added to the path's own problems
     """
 
     __slots__ = (
@@ -59,6 +65,9 @@ class Request:
         "time_ms",
         "door",
         "context",
+        "route_path",
+        "path_problems",
+        "_folded",
     )
 
     def __init__(
@@ -81,6 +90,7 @@ class Request:
         time_ms: int = 0,
         door: str = "grpc",
         context: Mapping[str, str] = EMPTY_HEADERS,
+        target_problems: PathProblem = NO_PROBLEM,
     ) -> None:
         self.method = method
         self.path = path
@@ -99,6 +109,16 @@ class Request:
         self.time_ms = time_ms
         self.door = door
         self.context = context
+        self.route_path, problems = canonicalize(path)
+        self.path_problems = problems | target_problems
+        self._folded: str | None = None
+
+    @property
+    def folded_route_path(self) -> str:
+        """``route_path`` for case-insensitive routes (``authz.paths.fold_case``), computed once."""
+        if self._folded is None:
+            self._folded = fold_case(self.route_path)
+        return self._folded
 
     @property
     def target(self) -> str:
