@@ -43,7 +43,8 @@ class PathProblem(IntFlag):
     ENCODED_BACKSLASH = 1 << 1
     #: a raw ``\\``: a separator to some backends (IIS, Tomcat with some options)
     BACKSLASH = 1 << 2
-    #: a ``;`` path parameter: dropped by servlet containers and Envoy, data to others
+    #: a ``;`` path parameter: dropped by servlet containers and Envoy, data to others;
+    #: or ``%3B``, a parameter to backends that decode before they split parameters off
     SEMICOLON = 1 << 3
     #: a ``.`` or ``..`` segment: removed by some backends, routed literally by others
     DOT_SEGMENT = 1 << 4
@@ -231,6 +232,8 @@ def _segment(raw: str) -> tuple[str, int, bool, bool]:
                         problems |= _ENCODED_BACKSLASH
                     elif b == 0x00:
                         problems |= _CONTROL
+                    elif b == 0x3B:  # data here, but a parameter to backends that decode first
+                        problems |= _SEMICOLON
                     elif b == 0x25 and _hex_pair_follows(raw, i):
                         problems |= _DOUBLE_ENCODING
         else:

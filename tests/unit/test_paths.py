@@ -86,6 +86,7 @@ CANONICAL: list[tuple[str, str, str]] = [
     ("/admin..;/x", "/admin../x", "semicolon"),
     ("/v1/..;/admin/x", "/admin/x", "semicolon,dot_segment,ambiguous_dot_segment"),
     ("/a;%2F/b", "/a/b", "encoded_slash,semicolon"),  # parameters are checked too
+    ("/admin%3bx/", "/admin%3Bx/", "semicolon"),  # data, but a parameter once decoded
     # encoded and raw separators stay data
     ("/admin%2Fx", "/admin%2Fx", "encoded_slash"),
     ("/admin%2fx", "/admin%2Fx", "encoded_slash"),
