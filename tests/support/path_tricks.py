@@ -4,8 +4,9 @@ examples/policy.yaml denies ``/admin`` and everything under it in any letter
 case (``subtree`` + ``ignore_case``) and lets everything else through its
 ``api`` route. Every ``TRICKS`` target means ``/admin/...`` to *some* backend
 (one that decodes twice, strips ``;`` parameters, folds case, treats ``\\`` as a
-separator...); none may ever reach an upstream. ``CONTROLS`` are ordinary
-targets that must. Each row holds what authz itself answers under the example
+separator...): none may reach an upstream in a form that any backend reads
+as ``/admin/...`` (``admin_readings``). ``NO_PATH`` targets name no path and
+may not reach it at all; ``CONTROLS`` are ordinary targets that must. Each row holds what authz itself answers under the example
 policy, whichever door the request comes through; a proxy may refuse a trick
 before asking authz.
 
@@ -15,7 +16,9 @@ the one raw non-ASCII row).
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
+from urllib.parse import unquote
 
 AMBIGUOUS = (400, "request.ambiguous_path")
 DENIED = (403, "route.deny")
@@ -72,6 +75,10 @@ TRICKS: list[Row] = [
     Row("/admin/%zz", AMBIGUOUS, "invalid percent-encoding"),
     Row("/admin/%4", AMBIGUOUS, "truncated percent-encoding"),
     Row("http://api.example.com/admin/x", AMBIGUOUS, "absolute-form"),
+]
+
+#: targets that name no path at all: never for an upstream
+NO_PATH: list[Row] = [
     Row("api.example.com:443", AMBIGUOUS, "authority-form"),
     Row("*", AMBIGUOUS, "asterisk-form"),
 ]
@@ -88,3 +95,55 @@ CONTROLS: list[Row] = [
     Row("/.well-known/security.txt", ALLOWED, "a name starting with a dot"),
     Row("/healthz", ALLOWED, "the health route"),
 ]
+
+
+# how liberal backends read a path: decoding up to three times (overlong
+# UTF-8 for "/" and "." included), "\\" as "/", ";params" dropped, a NUL or a
+# "#" ending the path, "//" merged before or after dot segments, trailing dots
+# of a name dropped (Windows), case folded the way Java / .NET fold it
+_OVERLONG = (("%c0%af", "/"), ("%e0%80%af", "/"), ("%c0%ae", "."), ("%e0%80%ae", "."))
+_FOLDS = str.maketrans({"ı": "i", "İ": "i", "ſ": "s", "\u212a": "k"})
+
+
+def _resolve(path: str, merge_first: bool) -> str:
+    segments = path.split("/")[1:]
+    if merge_first:
+        segments = [s for i, s in enumerate(segments) if s or i == len(segments) - 1]
+    out: list[str] = []
+    for i, s in enumerate(segments):
+        if s in (".", ".."):
+            if s == ".." and out:
+                out.pop()
+            if i == len(segments) - 1:
+                out.append("")
+            continue
+        out.append(s)
+    out = [s for i, s in enumerate(out) if s or i == len(out) - 1]
+    return "/" + "/".join(out)
+
+
+def admin_readings(target: str) -> set[str]:
+    """The readings of a target (path and query) that some backend takes for /admin or below."""
+    path = target.split("?", 1)[0]
+    if "://" in path:
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    texts = set()
+    for start in (path, path.split("#", 1)[0]):
+        cur = start
+        for _ in range(4):
+            texts.update({cur, cur.split("\x00", 1)[0]})
+            for seq, char in _OVERLONG:
+                cur = re.sub(re.escape(seq), char, cur, flags=re.IGNORECASE)
+            cur = unquote(cur, errors="replace")
+    found = set()
+    for text in texts:
+        for slashes in (text, text.replace("\\", "/")):
+            for params in (slashes, re.sub(r";[^/]*", "", slashes)):
+                if not params.startswith("/"):
+                    continue
+                for merge_first in (False, True):
+                    resolved = _resolve(params, merge_first).translate(_FOLDS).lower()
+                    for reading in (resolved, re.sub(r"(?<=[^/.])\.+(?=/|$)", "", resolved)):
+                        if reading == "/admin" or reading.startswith("/admin/"):
+                            found.add(reading)
+    return found

@@ -28,10 +28,10 @@ from authz.pipeline import Engine
 from authz.policy import load_policy
 from authz.request import split_target
 from authz.store import store_from_url
-from tests.support.path_tricks import CONTROLS, TRICKS, Row
+from tests.support.path_tricks import CONTROLS, NO_PATH, TRICKS, Row
 
 EXAMPLE_POLICY = Path(__file__).parents[2] / "examples" / "policy.yaml"
-ROWS = TRICKS + CONTROLS
+ROWS = TRICKS + NO_PATH + CONTROLS
 DOORS = ("grpc", "envoy", "forward-auth", "nginx")
 _clients = itertools.count(1)
 
