@@ -65,8 +65,9 @@ class Request:
         "time_ms",
         "door",
         "context",
-        "route_path",
-        "path_problems",
+        "_target_problems",
+        "_route_path",
+        "_path_problems",
         "_folded",
     )
 
@@ -109,9 +110,32 @@ class Request:
         self.time_ms = time_ms
         self.door = door
         self.context = context
-        self.route_path, problems = canonicalize(path)
-        self.path_problems = problems | target_problems
+        self._target_problems = target_problems
+        # computed on first use: after the engine's size limits, so an
+        # oversized target is refused before any work that scales with it
+        self._route_path: str | None = None
+        self._path_problems = NO_PROBLEM
         self._folded: str | None = None
+
+    @property
+    def route_path(self) -> str:
+        """The canonical path routes match (``authz.paths.canonicalize``), computed once."""
+        if self._route_path is None:
+            self._route_path, problems = canonicalize(self.path)
+            self._path_problems = problems | self._target_problems
+        return self._route_path
+
+    @property
+    def known_route_path(self) -> str:
+        """``route_path`` if something needed it already, else "" (for records of refusals made before routing)."""
+        return self._route_path or ""
+
+    @property
+    def path_problems(self) -> PathProblem:
+        """What may make the path mean something else to a backend (``authz.paths.PathProblem``)."""
+        if self._route_path is None:
+            _ = self.route_path
+        return self._path_problems
 
     @property
     def folded_route_path(self) -> str:

@@ -280,3 +280,19 @@ def test_the_example_policy_denies_the_admin_subtree_in_any_spelling() -> None:
         assert _route(policy, path) == "admin", path
     for path in ("/administrator", "/public/x", "/v1/admin"):
         assert _route(policy, path) == "api", path
+
+
+def test_an_oversized_target_is_refused_before_it_is_canonicalized() -> None:
+    import asyncio
+
+    from authz.pipeline import Engine
+    from authz.store import store_from_url
+
+    policy = _policy("version: 1\nlimits: {max_target_bytes: 64}\nroutes:\n  - {name: a, action: allow}\n")
+    engine = Engine(policy, store_from_url("memory://", now_ms=0))
+    req = Request(method="GET", path="/" + "%41" * 100)
+    decision = asyncio.run(engine.decide(req))
+    assert (decision.reason, decision.route_path) == ("request.too_large", "")
+    assert req.known_route_path == ""  # never computed
+    small = Request(method="GET", path="/%41")
+    assert asyncio.run(engine.decide(small)).route_path == "/A"
