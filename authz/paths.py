@@ -71,6 +71,9 @@ class PathProblem(IntFlag):
     NOT_ORIGIN_FORM = 1 << 14
     #: a ``#`` in the target: no client sends a fragment; backends cut it at different places
     FRAGMENT = 1 << 15
+    # allowed when listed (added after the others: the bits are stable)
+    #: a name ending in ``.`` or a space (``%20``): Windows (IIS, NTFS) drops them, ``/admin./x`` is ``/admin/x``
+    TRAILING_DOT_OR_SPACE = 1 << 16
 
 
 NO_PROBLEM = PathProblem(0)
@@ -109,6 +112,7 @@ _ABOVE_ROOT = PathProblem.ABOVE_ROOT.value
 _AMBIGUOUS_DOT_SEGMENT = PathProblem.AMBIGUOUS_DOT_SEGMENT.value
 _OVERLONG_UTF8 = PathProblem.OVERLONG_UTF8.value
 _FRAGMENT = PathProblem.FRAGMENT.value
+_TRAILING_DOT_OR_SPACE = PathProblem.TRAILING_DOT_OR_SPACE.value
 # characters a canonical path holds raw: unreserved, sub-delims but ";", ":" and "@"
 _RAW_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,=:@")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -137,7 +141,7 @@ def canonicalize(path: str) -> tuple[str, PathProblem]:
     """
     if not path.startswith("/"):
         return path, PathProblem.NOT_ORIGIN_FORM
-    if _PLAIN.fullmatch(path) and "//" not in path and "/." not in path:
+    if _PLAIN.fullmatch(path) and "//" not in path and "/." not in path and "./" not in path and path[-1] != ".":
         return path, NO_PROBLEM
     problems = _LEADING_DOUBLE_SLASH if path.startswith("//") else 0
     segments: list[str] = []
@@ -155,6 +159,8 @@ def canonicalize(path: str) -> tuple[str, PathProblem]:
                 problems |= _ENCODED_DOT
             if params:
                 problems |= _AMBIGUOUS_DOT_SEGMENT
+        elif name[-1:] == "." or name[-3:] == "%20":
+            problems |= _TRAILING_DOT_OR_SPACE
         segments.append(name)
     if not dots:
         return "/" + "/".join(_merge(segments)), PathProblem(problems) if problems else NO_PROBLEM

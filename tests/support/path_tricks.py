@@ -55,6 +55,8 @@ TRICKS: list[Row] = [
     Row("/admin;jsessionid=1/x", AMBIGUOUS, "path parameter"),
     Row("/admin%3Bx/", AMBIGUOUS, "encoded ;: a parameter once decoded"),
     Row("/admin..;/x", AMBIGUOUS, "Tomcat-style ..; after a name"),
+    Row("/admin./x", AMBIGUOUS, "trailing dot: Windows drops it"),
+    Row("/admin%20/x", AMBIGUOUS, "trailing space: Windows drops it"),
     Row("/v1/..;/admin/x", AMBIGUOUS, "..; is .. to Tomcat and Envoy"),
     Row("/admin%2Fx", AMBIGUOUS, "encoded slash"),
     Row("/admin%2fx", AMBIGUOUS, "encoded slash, lower-case hex"),
@@ -100,7 +102,7 @@ CONTROLS: list[Row] = [
 # how liberal backends read a path: decoding up to three times (overlong
 # UTF-8 for "/" and "." included), "\\" as "/", ";params" dropped, a NUL or a
 # "#" ending the path, "//" merged before or after dot segments, trailing dots
-# of a name dropped (Windows), case folded the way Java / .NET fold it
+# and spaces of a name dropped (Windows), case folded the way Java / .NET fold it
 _OVERLONG = (("%c0%af", "/"), ("%e0%80%af", "/"), ("%c0%ae", "."), ("%e0%80%ae", "."))
 _FOLDS = str.maketrans({"ı": "i", "İ": "i", "ſ": "s", "\u212a": "k"})
 
@@ -143,7 +145,7 @@ def admin_readings(target: str) -> set[str]:
                     continue
                 for merge_first in (False, True):
                     resolved = _resolve(params, merge_first).translate(_FOLDS).lower()
-                    for reading in (resolved, re.sub(r"(?<=[^/.])\.+(?=/|$)", "", resolved)):
+                    for reading in (resolved, re.sub(r"(?<=[^/.])[. ]+(?=/|$)", "", resolved)):
                         if reading == "/admin" or reading.startswith("/admin/"):
                             found.add(reading)
     return found

@@ -10,6 +10,8 @@ import pathlib
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authz.config.context import CompileContext
 from authz.config.source import load
@@ -19,6 +21,7 @@ from authz.policy.compile import compile_policy
 from authz.policy.model import Policy
 from authz.request import Request
 from authz.stages.route import match_route
+from tests.support.path_tricks import admin_readings
 
 ROOT = pathlib.Path(__file__).parents[2]
 
@@ -30,7 +33,8 @@ CANONICAL: list[tuple[str, str, str]] = [
     ("/v1/items/", "/v1/items/", ""),
     ("/a-b_c.d~e/f!$&'()*+,=:@", "/a-b_c.d~e/f!$&'()*+,=:@", ""),
     ("/.well-known/x", "/.well-known/x", ""),
-    ("/a..b/c.", "/a..b/c.", ""),
+    ("/a..b/c", "/a..b/c", ""),
+    ("/v1/items.json", "/v1/items.json", ""),
     # percent-encoding: unreserved decoded, the rest upper-case hex
     ("/%61dmin/x", "/admin/x", ""),
     ("/%41%44%4D%49%4E", "/ADMIN", ""),
@@ -57,9 +61,9 @@ CANONICAL: list[tuple[str, str, str]] = [
     ("/b/c/../g", "/b/g", "dot_segment"),
     ("/b/c/../..", "/", "dot_segment"),
     ("/b/c/../../g", "/g", "dot_segment"),
-    ("/b/c/g.", "/b/c/g.", ""),
+    ("/b/c/g.", "/b/c/g.", "trailing_dot_or_space"),  # Windows drops the dot
     ("/b/c/.g", "/b/c/.g", ""),
-    ("/b/c/g..", "/b/c/g..", ""),
+    ("/b/c/g..", "/b/c/g..", "trailing_dot_or_space"),
     ("/b/c/..g", "/b/c/..g", ""),
     ("/b/c/./../g", "/b/g", "dot_segment"),
     ("/b/c/./g/.", "/b/c/g/", "dot_segment"),
@@ -75,6 +79,11 @@ CANONICAL: list[tuple[str, str, str]] = [
     ("/admin/%2e/x", "/admin/x", "dot_segment,encoded_dot"),
     ("/%2e%2e/admin/x", "/admin/x", "dot_segment,encoded_dot,above_root"),
     ("/admin%2ejson", "/admin.json", ""),
+    # Windows drops trailing dots and spaces from names
+    ("/admin./x", "/admin./x", "trailing_dot_or_space"),
+    ("/admin%2e/x", "/admin./x", "trailing_dot_or_space"),
+    ("/admin%20/x", "/admin%20/x", "trailing_dot_or_space"),
+    ("/admin.;x/y", "/admin./y", "semicolon,trailing_dot_or_space"),
     # dot segments next to empty segments: RFC order and merge-first disagree
     ("/admin//../public", "/admin/public", "dot_segment,ambiguous_dot_segment"),
     ("/v1//../admin/x", "/v1/admin/x", "dot_segment,ambiguous_dot_segment"),
@@ -83,7 +92,7 @@ CANONICAL: list[tuple[str, str, str]] = [
     # ;parameters dropped from each segment
     ("/admin;x/", "/admin/", "semicolon"),
     ("/admin;x=1;y/users", "/admin/users", "semicolon"),
-    ("/admin..;/x", "/admin../x", "semicolon"),
+    ("/admin..;/x", "/admin../x", "semicolon,trailing_dot_or_space"),
     ("/v1/..;/admin/x", "/admin/x", "semicolon,dot_segment,ambiguous_dot_segment"),
     ("/a;%2F/b", "/a/b", "encoded_slash,semicolon"),  # parameters are checked too
     ("/admin%3bx/", "/admin%3Bx/", "semicolon"),  # data, but a parameter once decoded
@@ -173,7 +182,7 @@ def test_request_keeps_the_raw_path_for_signatures_and_adds_the_canonical_one() 
 def test_classes_that_can_be_allowed() -> None:
     assert sorted(ALLOWABLE) == [
         "backslash", "dot_segment", "double_encoding", "encoded_backslash", "encoded_dot",
-        "encoded_slash", "leading_double_slash", "non_utf8", "semicolon",
+        "encoded_slash", "leading_double_slash", "non_utf8", "semicolon", "trailing_dot_or_space",
     ]  # fmt: skip
     never = {n for n, p in BY_NAME.items() if p & NEVER_ALLOWED}
     assert never == {"control", "invalid_encoding", "above_root", "ambiguous_dot_segment", "overlong_utf8", "not_origin_form", "fragment"}
@@ -296,3 +305,35 @@ def test_an_oversized_target_is_refused_before_it_is_canonicalized() -> None:
     assert req.known_route_path == ""  # never computed
     small = Request(method="GET", path="/%41")
     assert asyncio.run(engine.decide(small)).route_path == "/A"
+
+
+# properties, over paths built from the pieces tricks are made of
+
+_PIECES = [
+    "/", "//", ".", "..", "admin", "Admin", "ADMIN", "x", "v1", "%61", "%41", "dmin", "%2e", "%2E", "%2f", "%5c",
+    ";", ";x", "%3b", "%25", "%32", "%66", "%c0%af", "%c0", "%af", "%C4%B1", "ı", "\\", "#", "%00", "%20", " ",
+    "%zz", "%4", "é", "%C3%A9", "~", "-", "%7e",
+]  # fmt: skip
+_PATHS = st.lists(st.sampled_from(_PIECES), max_size=12).map(lambda parts: "/" + "".join(parts))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_PATHS)
+def test_canonicalize_is_total_ascii_and_a_fixed_point(path: str) -> None:
+    canonical, problems = canonicalize(path)
+    assert canonical.isascii() and canonical.startswith("/")
+    if not problems & NEVER_ALLOWED:
+        again, more = canonicalize(canonical)
+        assert again == canonical
+        assert not more & NEVER_ALLOWED
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_PATHS)
+def test_a_path_with_no_problem_is_admin_to_a_backend_only_if_it_is_admin_to_authz(path: str) -> None:
+    canonical, problems = canonicalize(path)
+    if problems:
+        return
+    folded = fold_case(canonical)
+    in_subtree = folded == "/admin" or folded.startswith("/admin/")
+    assert in_subtree or not admin_readings(path), (path, canonical, admin_readings(path))

@@ -67,7 +67,7 @@ def _expected(name: str, path: str) -> str:
         dir=str(CONFIG.resolve()),
         kinds=", ".join(sorted(kinds)),
         top_keys=", ".join(sorted(top)),
-        allowable="backslash, dot_segment, double_encoding, encoded_backslash, encoded_dot, encoded_slash, leading_double_slash, non_utf8, semicolon",
+        allowable="backslash, dot_segment, double_encoding, encoded_backslash, encoded_dot, encoded_slash, leading_double_slash, non_utf8, semicolon, trailing_dot_or_space",
     )
 
 
