@@ -143,6 +143,26 @@ def canonicalize(path: str) -> tuple[str, PathProblem]:
         return path, PathProblem.NOT_ORIGIN_FORM
     if _PLAIN.fullmatch(path) and "//" not in path and "/." not in path and "./" not in path and path[-1] != ".":
         return path, NO_PROBLEM
+    known = _RECENT.get(path)
+    if known is not None:
+        return known
+    result = _canonicalize(path)
+    if len(path) <= _RECENT_MAX_LEN:
+        if len(_RECENT) >= _RECENT_SIZE:
+            _RECENT.clear()  # bounded: a flood of distinct paths costs only the misses
+        _RECENT[path] = result
+    return result
+
+
+# Paths that need the slow path repeat (the same encoded name, the same
+# endpoint): remember the most recent ones. About 0.1 us for a hit, 5 us or
+# more for the work.
+_RECENT: dict[str, tuple[str, PathProblem]] = {}
+_RECENT_SIZE = 4096
+_RECENT_MAX_LEN = 512
+
+
+def _canonicalize(path: str) -> tuple[str, PathProblem]:
     problems = _LEADING_DOUBLE_SLASH if path.startswith("//") else 0
     segments: list[str] = []
     dots = False

@@ -125,7 +125,8 @@ class Engine:
             ctx.refuse(REQUEST_TOO_LARGE)
             return ""
         # ... and a path the backend could read differently (authz.paths)
-        ambiguous = req.path_problems & ~policy.path_allow
+        problems = req.path_problems
+        ambiguous = problems & ~policy.path_allow if problems else problems
         if ambiguous:
             ctx.identity.client_ip = identify.client_ip(
                 req.peer_ip, req.headers.get("x-forwarded-for"), policy.trusted_proxies

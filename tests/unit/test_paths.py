@@ -337,3 +337,15 @@ def test_a_path_with_no_problem_is_admin_to_a_backend_only_if_it_is_admin_to_aut
     folded = fold_case(canonical)
     in_subtree = folded == "/admin" or folded.startswith("/admin/")
     assert in_subtree or not admin_readings(path), (path, canonical, admin_readings(path))
+
+
+def test_the_cache_of_recent_slow_paths_is_bounded_and_changes_nothing() -> None:
+    from authz import paths
+
+    first = canonicalize("/v1/caf%c3%a9/../x")
+    assert canonicalize("/v1/caf%c3%a9/../x") == first == ("/v1/x", PathProblem.DOT_SEGMENT)
+    for i in range(paths._RECENT_SIZE + 10):
+        canonicalize(f"/%61/{i}")
+    assert 0 < len(paths._RECENT) <= paths._RECENT_SIZE
+    long = "/%61" * 200  # longer than the cache keeps
+    assert canonicalize(long)[0] == "/a" * 200 and long not in paths._RECENT
