@@ -91,6 +91,7 @@ QUOTA_EXHAUSTED = reason("quota.exhausted", L, 429, "A request quota of the rout
 REQUEST_MALFORMED = reason("request.malformed", D, 400, "The request could not be understood (missing attributes, bad target, bad header syntax).")
 REQUEST_TOO_LARGE = reason("request.too_large", D, 431, "The request's headers or target exceed the configured limits.")
 REQUEST_TIMEOUT = reason("request.timeout", D, 408, "The client did not send a complete request head in time (HTTP door).")
+REQUEST_AMBIGUOUS_PATH = reason("request.ambiguous_path", D, 400, "The path could mean something else to the backend than to authz (an encoded `/`, a dot segment, a `;` parameter...; the classes are in the `request.path` signal); the policy's `paths.allow` may accept some classes (docs/policy.md).")
 REQUEST_BAD_ENCODING = reason("request.bad_encoding", D, 400, "A header name or value is not valid UTF-8 or contains control characters.")
 STORE_UNAVAILABLE = reason("store.unavailable", E, 503, "The state store failed and a stateful check of the route fails closed.")
 INTERNAL_ERROR = reason("internal.error", E, 503, "authz hit an unexpected error; it fails closed and logs the decision id.")
@@ -167,8 +168,10 @@ class Decision:
     # facts of the request kept for the log and the admin API (never secrets)
     method: str = ""
     host: str = ""
+    #: the path as sent; ``route_path`` is the canonical one routes matched (authz.paths)
     path: str = ""
     door: str = ""
+    route_path: str = ""
 
     @property
     def allowed(self) -> bool:
@@ -191,6 +194,7 @@ class Decision:
             "method": self.method,
             "host": self.host,
             "path": self.path,
+            "route_path": self.route_path,
             "client_ip": ident.client_ip,
             "duration_us": self.duration_us,
         }

@@ -19,6 +19,7 @@ from authz.clock import Clock, SystemClock
 from authz.decision import (
     OK_IP_ALLOWLISTED,
     OK_STORE_UNAVAILABLE,
+    REQUEST_AMBIGUOUS_PATH,
     REQUEST_TOO_LARGE,
     ROUTE_DENY,
     ROUTE_NO_MATCH,
@@ -28,6 +29,7 @@ from authz.decision import (
     Reason,
 )
 from authz.errors import StoreError
+from authz.paths import names
 from authz.policy.model import Policy
 from authz.request import Request
 from authz.stages import identify, respond
@@ -125,6 +127,16 @@ class Engine:
         limits = policy.limits
         if len(req.headers) > limits.max_headers or len(req.path) + len(req.query) > limits.max_target_bytes:
             ctx.refuse(REQUEST_TOO_LARGE)
+            return ""
+        # ... and a path the backend could read differently (authz.paths)
+        problems = req.path_problems
+        ambiguous = problems & ~policy.path_allow if problems else problems
+        if ambiguous:
+            ctx.identity.client_ip = identify.client_ip(
+                req.peer_ip, req.headers.get("x-forwarded-for"), policy.trusted_proxies
+            )
+            ctx.signals.append(("request.path", names(ambiguous)))
+            ctx.refuse(REQUEST_AMBIGUOUS_PATH)
             return ""
 
         # 1. route: host, method, path -> the route's checks

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from authz.paths import NO_PROBLEM, PathProblem, canonicalize, fold_case
+
 EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -23,7 +25,9 @@ class Request:
     """One request as authz sees it. Build it once; treat it as immutable.
 
     :param method: request method, upper-case as sent (``GET``)
-    :param path: the path part of the request target, not decoded (``/v1/items``)
+    :param path: the path part of the request target as sent, not decoded (``/v1/items``);
+        what signatures cover. Routes match ``route_path``, its canonical form
+        (authz.paths), and ``path_problems`` says what may make it ambiguous.
     :param query: the query part without the ``?``, not decoded, "" if none
     :param has_query: whether the target had a ``?`` at all (RFC 9421 ``@query``)
     :param host: authority as sent, lower-cased
@@ -39,6 +43,8 @@ class Request:
     :param time_ms: when the proxy received the request, ms since the epoch (0 if unknown)
     :param door: which adapter built it: ``grpc`` or ``http``
     :param context: string pairs the proxy attached (Envoy ``context_extensions``)
+    :param target_problems: what the door found in the raw target's form
+        (``authz.paths.target_problems``), added to the path's own problems
     """
 
     __slots__ = (
@@ -59,6 +65,10 @@ class Request:
         "time_ms",
         "door",
         "context",
+        "_target_problems",
+        "_route_path",
+        "_path_problems",
+        "_folded",
     )
 
     def __init__(
@@ -81,6 +91,7 @@ class Request:
         time_ms: int = 0,
         door: str = "grpc",
         context: Mapping[str, str] = EMPTY_HEADERS,
+        target_problems: PathProblem = NO_PROBLEM,
     ) -> None:
         self.method = method
         self.path = path
@@ -99,6 +110,40 @@ class Request:
         self.time_ms = time_ms
         self.door = door
         self.context = context
+        self._target_problems = target_problems
+        # computed on first use: after the engine's size limits, so an
+        # oversized target is refused before any work that scales with it
+        self._route_path: str | None = None
+        self._path_problems = NO_PROBLEM
+        self._folded: str | None = None
+
+    @property
+    def route_path(self) -> str:
+        """The canonical path routes match (``authz.paths.canonicalize``), computed once."""
+        if self._route_path is None:
+            self._route_path, problems = canonicalize(self.path)
+            # IntFlag arithmetic costs about 0.5 us: skip it in the common case
+            self._path_problems = problems | self._target_problems if self._target_problems else problems
+        return self._route_path
+
+    @property
+    def known_route_path(self) -> str:
+        """``route_path`` if something needed it already, else "" (for records of refusals made before routing)."""
+        return self._route_path or ""
+
+    @property
+    def path_problems(self) -> PathProblem:
+        """What may make the path mean something else to a backend (``authz.paths.PathProblem``)."""
+        if self._route_path is None:
+            _ = self.route_path
+        return self._path_problems
+
+    @property
+    def folded_route_path(self) -> str:
+        """``route_path`` for case-insensitive routes (``authz.paths.fold_case``), computed once."""
+        if self._folded is None:
+            self._folded = fold_case(self.route_path)
+        return self._folded
 
     @property
     def target(self) -> str:

@@ -23,6 +23,7 @@ from envoy.type.v3 import http_status_pb2
 
 from authz.adapters import Malformed
 from authz.decision import REQUEST_BAD_ENCODING, REQUEST_MALFORMED, REQUEST_TOO_LARGE, Decision, Outcome
+from authz.paths import target_problems
 from authz.request import Request, split_target
 
 CheckRequest = external_auth_pb2.CheckRequest
@@ -114,6 +115,7 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
         time_ms=req_time.seconds * 1000 + req_time.nanos // 1_000_000,
         door="grpc",
         context=context,
+        target_problems=target_problems(raw_path),
     )
 
 

@@ -53,6 +53,7 @@ from typing import Any
 
 from authz.adapters import Malformed
 from authz.decision import REQUEST_BAD_ENCODING, REQUEST_MALFORMED, Decision, Outcome
+from authz.paths import target_problems
 from authz.pipeline import Engine
 from authz.request import Request, split_target
 
@@ -321,8 +322,10 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
         scheme = _scheme(conv.get("x-forwarded-proto", "http"))
     if not method.isascii() or not method.isalpha():
         raise Malformed(REQUEST_MALFORMED, "invalid original method")
-    if not target.startswith(("/", "http://", "https://")) or not target.isprintable() or " " in target:
+    if not target.isprintable() or " " in target:
         raise Malformed(REQUEST_MALFORMED, "invalid original request target")
+    # a target that is not origin-form ("*", "host:443", "http://host/p") becomes
+    # a request.ambiguous_path refusal through its path problems
     path, query, has_query = split_target(target)
     return Request(
         method=method,
@@ -337,6 +340,7 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
         peer_port=client[1] or 0,
         request_id=headers.get("x-request-id", ""),
         door="http",
+        target_problems=target_problems(target),
     )
 
 

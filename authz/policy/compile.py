@@ -10,6 +10,7 @@ The schema, by example (examples/policy.yaml is the annotated version)::
     keys_file: keys.yaml                    # verification keys and HMAC secrets (authz.keys)
     trusted_proxies: [10.0.0.0/8]
     limits: {max_headers: 128, max_header_bytes: 65536, max_target_bytes: 8192}
+    paths: {allow: [encoded_slash]}         # path classes requests may have (authz.paths)
     ip_lists:
       blocked: {file: lists/blocked.txt}
       office: {cidrs: ["203.0.113.0/24 office"]}
@@ -18,7 +19,7 @@ The schema, by example (examples/policy.yaml is the annotated version)::
       per-client: {limit: 100, window: 1m, burst: 20, by: client}
     routes:
       - name: api
-        match: {hosts: [api.example.com], methods: [GET], path: {prefix: /v1/}}
+        match: {hosts: [api.example.com], methods: [GET], path: {subtree: /v1}, ignore_case: true}
         auth: [anonymous]
         quota: [per-client]
         on_store_error: {quota: open, replay: closed}
@@ -35,6 +36,7 @@ from authz.config.context import CompileContext
 from authz.config.source import Node
 from authz.errors import ConfigError
 from authz.keys import EMPTY_KEYRING, KeyRing, load_keys
+from authz.paths import ALLOWABLE, BY_NAME, NEVER_ALLOWED, NO_PROBLEM, PathProblem, canonicalize, fold_case, names
 from authz.policy.model import CHECK_KINDS, DEFAULT_ON_STORE_ERROR, STORE_ERROR_MODES, IpRules, Limits, Policy, Route
 from authz.stages.authenticate import Authenticator, MethodKind, registered_kinds
 from authz.stages.quota import DistinctLimit, Quota, compile_quotas
@@ -58,7 +60,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     kinds = registered_kinds()
     sections = {k.section: k for k in kinds.values() if k.section}
     root.keys(
-        allowed={"version", "keys_file", "trusted_proxies", "limits", "ip_lists", "ip", "quotas", "routes", *sections},
+        allowed={"version", "keys_file", "trusted_proxies", "limits", "paths", "ip_lists", "ip", "quotas", "routes", *sections},
         required={"version", "routes"},
     )
     version = root.get("version")
@@ -71,6 +73,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     lists = _ip_lists(root.get("ip_lists", {}), cc)
     trusted = _trusted(root.get("trusted_proxies", []))
     limits = _limits(root.get("limits", {}))
+    path_allow = _paths(root.get("paths", {}))
     global_ip = _ip_rules(root.get("ip", {}), lists)
     quotas_node = root.get("quotas", {})
     for name, qnode in quotas_node.entries():
@@ -87,7 +90,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     routes: list[Route] = []
     seen: dict[str, int] = {}
     for rnode in root.get("routes").items():
-        route = _route(rnode, lists, quotas, authenticators, kinds, global_ip)
+        route = _route(rnode, lists, quotas, authenticators, kinds, global_ip, path_allow)
         if route.name in seen:
             rnode.get("name").error(f"route name {route.name!r} already used on line {seen[route.name]}")
         seen[route.name] = rnode.line
@@ -101,6 +104,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
         trusted_proxies=trusted,
         ip=global_ip,
         limits=limits,
+        path_allow=path_allow,
         ip_lists=lists,
         quotas=quotas,
         authenticators=authenticators,
@@ -168,6 +172,24 @@ def _limits(node: Node) -> Limits:
     )
 
 
+def _paths(node: Node) -> PathProblem:
+    """``paths: {allow: [...]}``: the path problem classes requests may have."""
+    node.keys(allowed={"allow"})
+    allow = NO_PROBLEM
+    choices = ", ".join(sorted(ALLOWABLE))
+    for item in node.get("allow", []).items():
+        name = item.str()
+        problem = BY_NAME.get(name)
+        if problem is None:
+            item.error(f"unknown path class {name!r} (allowable: {choices})")
+        if problem & NEVER_ALLOWED:
+            item.error(f"{name!r} cannot be allowed: no backend is known to read it as authz does (allowable: {choices})")
+        if problem & allow:
+            item.error(f"{name!r} is listed twice")
+        allow |= problem
+    return allow
+
+
 def _ip_rules(node: Node, lists: dict[str, CidrSet]) -> IpRules:
     node.keys(allowed={"deny", "allow", "only"})
 
@@ -183,8 +205,8 @@ def _ip_rules(node: Node, lists: dict[str, CidrSet]) -> IpRules:
     return IpRules(deny=refs("deny"), allow=refs("allow"), only=refs("only"))
 
 
-def _match(node: Node) -> Match:
-    node.keys(allowed={"hosts", "methods", "path"})
+def _match(node: Node, path_allow: PathProblem) -> Match:
+    node.keys(allowed={"hosts", "methods", "path", "ignore_case"})
     hosts: set[str] = set()
     suffixes: list[str] = []
     for item in node.get("hosts", []).items():
@@ -201,35 +223,64 @@ def _match(node: Node) -> Match:
         if m not in METHODS:
             item.error(f"not an HTTP method: {m!r} (upper case, one of {', '.join(sorted(METHODS))})")
         methods.add(m)
-    exact = prefix = None
+    ignore_case = node.get("ignore_case", False).bool()
+    exact = prefix = subtree = None
     regex = None
     if node.has("path"):
         pnode = node.get("path")
-        pnode.keys(allowed={"exact", "prefix", "regex"})
-        given = [k for k in ("exact", "prefix", "regex") if pnode.has(k)]
+        pnode.keys(allowed=set(_PATH_KINDS))
+        given = [k for k in _PATH_KINDS if pnode.has(k)]
         if len(given) != 1:
-            pnode.error("give exactly one of exact, prefix, regex")
+            pnode.error(f"give exactly one of {', '.join(_PATH_KINDS)}")
         value_node = pnode.get(given[0])
         value = value_node.str()
-        if given[0] != "regex" and not value.startswith("/"):
-            value_node.error(f"a path starts with '/': {value!r}")
-        if given[0] == "exact":
-            exact = value
-        elif given[0] == "prefix":
-            prefix = value
-        else:
+        if given[0] == "regex":
             try:
-                regex = re.compile(value)
+                regex = re.compile(value, re.IGNORECASE if ignore_case else 0)
             except re.error as exc:
                 value_node.error(f"invalid regular expression: {exc}")
+        else:
+            value = _canonical_pattern(value_node, value, path_allow)
+            if ignore_case:
+                value = fold_case(value)
+            if given[0] == "exact":
+                exact = value
+            elif given[0] == "prefix":
+                prefix = value
+            else:
+                subtree = value.rstrip("/") + "/"
+    elif ignore_case:
+        node.get("ignore_case").error("ignore_case applies to the path: give a path too")
     return Match(
         hosts=frozenset(hosts),
         host_suffixes=tuple(suffixes),
         methods=frozenset(methods),
         path_exact=exact,
         path_prefix=prefix,
+        path_subtree=subtree,
         path_regex=regex,
+        ignore_case=ignore_case,
     )
+
+
+_PATH_KINDS = ("exact", "prefix", "subtree", "regex")
+
+
+def _canonical_pattern(node: Node, value: str, path_allow: PathProblem) -> str:
+    """A path pattern as routes compare it: already canonical, or refused at its field.
+
+    Routes match the canonical path (authz.paths), so a pattern in any other
+    spelling, or holding a class the policy refuses in requests, could never match.
+    """
+    if not value.startswith("/"):
+        node.error(f"a path starts with '/': {value!r}")
+    canonical, problems = canonicalize(value)
+    refused = problems & ~path_allow
+    if refused:
+        node.error(f"{value!r} holds {names(refused)}, which requests are refused for (paths.allow), so it would never match")
+    if canonical != value:
+        node.error(f"{value!r} is not a canonical path (routes match canonical paths): write {canonical!r}")
+    return value
 
 
 def _route(
@@ -239,6 +290,7 @@ def _route(
     authenticators: dict[str, Authenticator],
     kinds: dict[str, MethodKind],
     global_ip: IpRules,
+    path_allow: PathProblem,
 ) -> Route:
     node.keys(
         allowed={"name", "match", "action", "ip", "auth", "quota", "on_store_error"},
@@ -312,7 +364,7 @@ def _route(
 
     return Route(
         name=name,
-        match=_match(node.get("match", {})),
+        match=_match(node.get("match", {}), path_allow),
         action=action,
         ip=ip,
         auth=tuple(methods),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from authz.config.cidr import CidrSet
 from authz.keys import EMPTY_KEYRING, KeyRing
+from authz.paths import NO_PROBLEM, PathProblem
 from authz.stages.authenticate import Authenticator
 from authz.stages.identify import IpRules
 from authz.stages.quota import DistinctLimit, Quota
@@ -38,6 +39,8 @@ class Policy:
     trusted_proxies: CidrSet | None = None
     ip: IpRules = IpRules()
     limits: Limits = Limits()
+    #: path problem classes a request may have (``paths.allow``); any other is request.ambiguous_path
+    path_allow: PathProblem = NO_PROBLEM
     ip_lists: dict[str, CidrSet] = field(default_factory=dict)
     quotas: dict[str, Quota | DistinctLimit] = field(default_factory=dict)
     authenticators: dict[str, Authenticator] = field(default_factory=dict)

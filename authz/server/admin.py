@@ -31,6 +31,7 @@ def to_proto(d: Decision) -> admin_pb2.Decision:
         signals=[admin_pb2.Signal(name=n, value=v) for n, v in d.signals],
         duration_us=d.duration_us,
         door=d.door,
+        route_path=d.route_path,
     )
 
 

@@ -37,6 +37,7 @@ def finish(ctx: Ctx, route_name: str, duration_us: int = 0) -> Decision:
         host=req.host,
         path=req.path,
         door=req.door,
+        route_path=req.known_route_path,
     )
     if reason.outcome is Outcome.ALLOW:
         up = ctx.upstream_headers
@@ -99,4 +100,5 @@ def failed(req: Request, ctx: Ctx | None) -> Decision:
         host=req.host,
         path=req.path,
         door=req.door,
+        route_path=req.known_route_path,
     )

@@ -2,7 +2,10 @@
 
 Routes are tried in file order; the first whose host, method and path all
 match wins. Everything is compiled at policy load: hosts into a set plus
-suffix wildcards, methods into a frozenset, paths into exact / prefix / regex.
+suffix wildcards, methods into a frozenset, paths into exact / prefix /
+subtree / regex. Paths match ``Request.route_path``, the canonical path
+(authz.paths), never the raw one; ``ignore_case`` matches its case-folded
+form against patterns folded the same way at load.
 """
 
 from __future__ import annotations
@@ -41,7 +44,11 @@ class Match:
     methods: frozenset[str] = frozenset()
     path_exact: str | None = None
     path_prefix: str | None = None
+    #: "/admin" matches "/admin", "/admin/" and "/admin/...", never "/administrator"
+    path_subtree: str | None = None
     path_regex: re.Pattern[str] | None = None
+    #: match ``Request.folded_route_path``; the patterns above are folded already
+    ignore_case: bool = False
 
     def matches(self, req: Request) -> bool:
         if self.methods and req.method not in self.methods:
@@ -50,11 +57,14 @@ class Match:
             host = _strip_port(req.host)
             if host not in self.hosts and not host.endswith(self.host_suffixes):
                 return False
-        path = req.path
+        path = req.folded_route_path if self.ignore_case else req.route_path
         if self.path_exact is not None:
             return path == self.path_exact
         if self.path_prefix is not None:
             return path.startswith(self.path_prefix)
+        if self.path_subtree is not None:
+            subtree = self.path_subtree  # stored with its trailing "/" ("/" for the root)
+            return path.startswith(subtree) or path == subtree[:-1]
         if self.path_regex is not None:
             return self.path_regex.fullmatch(path) is not None
         return True

@@ -134,12 +134,13 @@ async def test_reflection_lists_every_service(app: App) -> None:
 
 async def test_admin_api_finds_decisions_by_id_and_filter(channel: grpc.aio.Channel) -> None:
     stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-    denied = await stub.Check(check("/admin/x", peer="172.16.2.2"))
+    denied = await stub.Check(check("/%61dmin/x", peer="172.16.2.2"))
     decision_id = denied.dynamic_metadata["decision_id"]
     await stub.Check(check("/v1/fine", peer="172.16.2.3"))
     admin = admin_pb2_grpc.DecisionsStub(channel)
     got = await admin.GetDecision(admin_pb2.GetDecisionRequest(id=decision_id))
-    assert (got.reason, got.http_status, got.route, got.client_ip, got.path, got.door) == ("route.deny", 403, "admin", "172.16.2.2", "/admin/x", "grpc")
+    assert (got.reason, got.http_status, got.route, got.client_ip, got.door) == ("route.deny", 403, "admin", "172.16.2.2", "grpc")
+    assert (got.path, got.route_path) == ("/%61dmin/x", "/admin/x")  # as sent, and as routed
     listed = await admin.ListDecisions(admin_pb2.ListDecisionsRequest(outcome="allow"))
     assert [d.path for d in listed.decisions] == ["/v1/fine"]
     listed = await admin.ListDecisions(admin_pb2.ListDecisionsRequest(reason="route."))

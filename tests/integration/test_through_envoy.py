@@ -200,7 +200,6 @@ def test_client_sent_authz_headers_never_reach_upstream(stack: Stack, upstream: 
         "/admin/",
         "/api/../admin/users",  # dot segments: normalised by Envoy before the check
         "/admin//users",
-        "/admin%2Fusers",  # encoded slash: decoded for authz and upstream alike
         "/%61dmin/users",  # encoded unreserved character
         "/api/%2e%2e/admin/users",
     ],

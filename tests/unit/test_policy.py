@@ -34,7 +34,15 @@ BAD = {
     "bad_on_store_error.yaml": "{file}:5: routes[0].on_store_error.quota: must be one of closed, local, open; got 'sometimes'",
     "bad_on_store_error_kind.yaml": "{file}:7: routes[0].on_store_error.weather: unknown check kind 'weather' (expected one of: quota, replay, reputation)",
     "bad_path_no_slash.yaml": "{file}:5: routes[0].match.path.prefix: a path starts with '/': 'v1/'",
-    "bad_path_two_kinds.yaml": "{file}:5: routes[0].match.path: give exactly one of exact, prefix, regex",
+    "bad_path_two_kinds.yaml": "{file}:5: routes[0].match.path: give exactly one of exact, prefix, subtree, regex",
+    "bad_path_not_canonical.yaml": "{file}:5: routes[0].match.path.subtree: '/%61dmin' is not a canonical path (routes match canonical paths): write '/admin'",
+    "bad_path_refused_class.yaml": "{file}:5: routes[0].match.path.prefix: '/files/a%2Fb' holds encoded_slash, which requests are refused for (paths.allow), so it would never match",
+    "bad_ignore_case.yaml": "{file}:6: routes[0].match.ignore_case: expected true or false, got a string",
+    "bad_ignore_case_no_path.yaml": "{file}:6: routes[0].match.ignore_case: ignore_case applies to the path: give a path too",
+    "bad_paths_unknown_class.yaml": "{file}:5: paths.allow[1]: unknown path class 'encoded_slashes' (allowable: {allowable})",
+    "bad_paths_never_allowed.yaml": "{file}:3: paths.allow[0]: 'above_root' cannot be allowed: no backend is known to read it as authz does (allowable: {allowable})",
+    "bad_paths_twice.yaml": "{file}:5: paths.allow[1]: 'semicolon' is listed twice",
+    "bad_paths_key.yaml": "{file}:3: paths.accept: unknown key 'accept' (expected one of: allow)",
     "bad_quota_by.yaml": "{file}:6: quotas.per-ip.by: must be one of client, ip, subnet, subject, key_id, route, global, header:<name> or claim:<name>; got 'colour'",
     "bad_quota_limit.yaml": "{file}:4: quotas.per-ip.limit: expected an integer, got a string",
     "bad_quota_ref.yaml": "{file}:7: routes[0].quota[0]: no quota named 'per-client' in quotas",
@@ -52,13 +60,14 @@ def _expected(name: str, path: str) -> str:
     from authz.stages.authenticate import registered_kinds
 
     kinds = registered_kinds()
-    top = {"ip", "ip_lists", "keys_file", "limits", "quotas", "routes", "trusted_proxies", "version"}
+    top = {"ip", "ip_lists", "keys_file", "limits", "paths", "quotas", "routes", "trusted_proxies", "version"}
     top |= {k.section for k in kinds.values() if k.section}
     return BAD[name].format(
         file=path,
         dir=str(CONFIG.resolve()),
         kinds=", ".join(sorted(kinds)),
         top_keys=", ".join(sorted(top)),
+        allowable="backslash, dot_segment, double_encoding, encoded_backslash, encoded_dot, encoded_slash, leading_double_slash, non_utf8, semicolon, trailing_dot_or_space",
     )
 
 
