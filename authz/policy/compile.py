@@ -38,6 +38,7 @@ from authz.keys import EMPTY_KEYRING, KeyRing, load_keys
 from authz.policy.model import CHECK_KINDS, DEFAULT_FAIL_OPEN, IpRules, Limits, Policy, Route
 from authz.stages.authenticate import Authenticator, MethodKind, registered_kinds
 from authz.stages.quota import BY_CHOICES, Quota
+from authz.stages.respond import UPSTREAM_HEADERS
 from authz.stages.route import Match
 
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
@@ -92,6 +93,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     if not routes:
         root.get("routes").error("a policy needs at least one route")
 
+    upstream_headers = UPSTREAM_HEADERS.union(*(a.upstream_header_names() for a in authenticators.values()))
     return Policy(
         file=cc.file,
         routes=tuple(routes),
@@ -102,6 +104,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
         quotas=quotas,
         authenticators=authenticators,
         keyring=cc.keyring,
+        upstream_headers=upstream_headers,
     )
 
 
