@@ -247,3 +247,23 @@ def test_a_forged_claim_header_never_reaches_the_upstream(
     raw = upstream.last()["raw_headers"]
     assert [v for n, v in raw if n == "x-authz-auth"] == [auth]
     assert [(n, v) for n, v in raw if n in CLAIM_HEADERS] == []
+
+
+@pytest.mark.parametrize(
+    ("claims", "status", "reason"),
+    [(None, 401, "auth.missing"), ({"scope": "profile"}, 403, "jwt.insufficient_scope")],
+    ids=["no-token", "insufficient-scope"],
+)
+def test_a_refusal_carries_exactly_one_www_authenticate(
+    proxy: tuple[str, Proxy], upstream: EchoUpstream, claims: dict[str, Any] | None, status: int, reason: str
+) -> None:
+    _, running = proxy
+    headers = {"x-client": client_key()}
+    if claims is not None:
+        headers["authorization"] = f"Bearer {token(**claims)}"
+    reply = fetch(running.port, "GET", "/jwt/orders", headers)
+    assert (reply.status, json.loads(reply.body)["error"]) == (status, reason), reply
+    challenges = [v for n, v in reply.header_list if n.lower() == "www-authenticate"]
+    assert len(challenges) == 1, challenges
+    assert challenges[0].startswith('Bearer realm="partners"')
+    assert upstream.count == 0
