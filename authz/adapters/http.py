@@ -51,7 +51,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from authz.adapters import Malformed
+from authz.adapters import Malformed, check_host, check_method, check_target, peer_address
 from authz.decision import REQUEST_BAD_ENCODING, REQUEST_MALFORMED, Decision, Outcome
 from authz.pipeline import Engine
 from authz.request import Request, split_target
@@ -104,6 +104,8 @@ _CONVENTION = frozenset(
     }
 )
 _DROP_ENVOY = _HOP
+# convention fields that carry one fact each: a second line is refused, not joined
+_ONE_LINE = frozenset({"host", "x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-original-uri", "x-original-method"})
 _DROP_FORWARDED = _HOP | _CONVENTION
 
 # RFC 9110 5.5 / uvicorn's own check: no CTLs but HTAB in a field value
@@ -261,25 +263,37 @@ def _headers(raw: list[tuple[bytes, bytes]], drop: frozenset[str]) -> tuple[dict
     """Decode the field lines: (kept headers, dropped convention headers).
 
     Names arrive lower-cased (ASGI says so). Repeated lines are joined with
-    ", " (RFC 9110 5.3), as in the gRPC door. This runs for every request: one
-    loop, and one control-character search over all values at the end.
+    ", " (RFC 9110 5.3), as in the gRPC door, except for the fields that
+    carry one fact (Host, the convention's method, target and host): a
+    second line of those is refused. This runs for every request: one loop,
+    and one control-character search over all values at the end (control
+    characters are ``request.malformed``, as in the gRPC door, before
+    non-UTF-8 bytes are ``request.bad_encoding``).
     """
     kept: dict[str, str] = {}
     conv: dict[str, str] = {}
     values = []
-    try:
-        for bname, bvalue in raw:
-            values.append(bvalue)
-            name = bname.decode("latin-1")
+    undecodable = b""
+    for bname, bvalue in raw:
+        values.append(bvalue)
+        name = bname.decode("latin-1")
+        try:
             value = bvalue.decode("utf-8").strip(" \t")
-            out = conv if name in drop else kept
-            prev = out.get(name)
-            out[name] = value if prev is None else f"{prev}, {value}"
-    except UnicodeDecodeError:
-        raise Malformed(REQUEST_BAD_ENCODING, f"header {bname[:64].decode('latin-1')!r} is not valid UTF-8") from None
+        except UnicodeDecodeError:
+            undecodable = undecodable or bname
+            value = ""
+        out = conv if name in drop else kept
+        prev = out.get(name)
+        if prev is None:
+            out[name] = value
+        elif out is conv and name in _ONE_LINE:
+            raise Malformed(REQUEST_MALFORMED, f"more than one {name} header")
+        else:
+            out[name] = f"{prev}, {value}"
     if _BAD_VALUE.search(b"\t".join(values)):
-        bad = next(n for n, v in raw if _BAD_VALUE.search(v))
-        raise Malformed(REQUEST_BAD_ENCODING, f"control characters in header {bad[:64].decode('latin-1')!r}")
+        raise Malformed(REQUEST_MALFORMED, "control characters in a header value")
+    if undecodable:
+        raise Malformed(REQUEST_BAD_ENCODING, f"header {undecodable[:64].decode('latin-1')!r} is not valid UTF-8")
     return kept, conv
 
 
@@ -292,13 +306,11 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
     if mode == AUTO:
         mode = _auto_mode(scope)
     client = scope.get("client") or ("", 0)
+    peer_ip = peer_address(client[0])
     if mode == ENVOY:
         headers, conv = _headers(scope["headers"], _DROP_ENVOY)
         method = scope["method"]
-        try:
-            target = envoy_target.decode("ascii")
-        except UnicodeDecodeError:
-            raise Malformed(REQUEST_BAD_ENCODING, "request target is not ASCII") from None
+        target = envoy_target.decode("latin-1")  # check_target refuses anything but ASCII
         host = conv.get("host", "")
         scheme = _scheme(headers.get("x-forwarded-proto", "http"))
         if "x-forwarded-for" not in headers:
@@ -319,10 +331,10 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
             raise Malformed(REQUEST_MALFORMED, f"{mode}: no {missing} header")
         host = conv.get("x-forwarded-host") or conv.get("host", "")
         scheme = _scheme(conv.get("x-forwarded-proto", "http"))
-    if not method.isascii() or not method.isalpha():
-        raise Malformed(REQUEST_MALFORMED, "invalid original method")
-    if not target.startswith(("/", "http://", "https://")) or not target.isprintable() or " " in target:
-        raise Malformed(REQUEST_MALFORMED, "invalid original request target")
+    # the checks the gRPC door makes, with the same reasons
+    check_method(method)
+    check_target(target)
+    check_host(host)
     path, query, has_query = split_target(target)
     return Request(
         method=method,
@@ -333,7 +345,7 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
         scheme=scheme,
         protocol="",
         headers=headers,
-        peer_ip=client[0],
+        peer_ip=peer_ip,
         peer_port=client[1] or 0,
         request_id=headers.get("x-request-id", ""),
         door="http",
