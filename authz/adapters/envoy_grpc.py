@@ -15,6 +15,7 @@ What Envoy sends and honours is described in docs/envoy.md. In short:
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -22,9 +23,19 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 
-from authz.adapters import Malformed, check_host, check_method, check_target, peer_address
-from authz.decision import REQUEST_BAD_ENCODING, REQUEST_MALFORMED, REQUEST_TOO_LARGE, Decision, Outcome
+from authz.adapters import Malformed, check_host, check_method, check_target, fields_safe, peer_address
+from authz.decision import (
+    INTERNAL_ERROR,
+    REQUEST_BAD_ENCODING,
+    REQUEST_MALFORMED,
+    REQUEST_TOO_LARGE,
+    Decision,
+    Outcome,
+)
 from authz.request import Request, split_target
+from authz.stages.respond import DECISION_ID
+
+log = logging.getLogger("authz.adapters")
 
 CheckRequest = external_auth_pb2.CheckRequest
 CheckResponse = external_auth_pb2.CheckResponse
@@ -189,8 +200,10 @@ def _headers_map(hmap: Any, host: str, max_headers: int, max_header_bytes: int) 
 
 
 def _check_fields(headers: dict[str, str], raws: list[bytes]) -> None:
-    if headers and _NAMES.fullmatch(",".join(headers)) is None:
-        bad = next(n for n in headers if _NAMES.fullmatch(n) is None)
+    joined = ",".join(headers)
+    # the count: a name holding the separator itself must not pass as two names
+    if headers and (_NAMES.fullmatch(joined) is None or joined.count(",") != len(headers) - 1):
+        bad = next((n for n in headers if _NAMES.fullmatch(n) is None or "," in n), "")
         raise Malformed(REQUEST_MALFORMED, f"header name {bad[:64]!r} is not a token")
     if _BAD_VALUE.search(b"\t".join(raws)):
         raise Malformed(REQUEST_MALFORMED, "control characters in a header value")
@@ -207,7 +220,14 @@ def _add_headers(field: Any, headers: list[tuple[str, str]], action: int) -> Non
 
 
 def to_response(decision: Decision) -> Any:
-    """Build the CheckResponse Envoy acts on, with the decision in dynamic metadata."""
+    """Build the CheckResponse Envoy acts on, with the decision in dynamic metadata.
+
+    Every header name and value goes through ``fields_safe`` first; a decision
+    that would put a control character or a non-token name on the wire is
+    answered 503 ``internal.error`` with nothing but the decision id.
+    """
+    if not fields_safe(decision.upstream_headers + decision.client_headers, decision.remove_headers):
+        return _unsafe(decision)
     resp = CheckResponse()
     ident = decision.identity
     meta = resp.dynamic_metadata.fields
@@ -239,4 +259,25 @@ def to_response(decision: Decision) -> Any:
     # given values, so OVERWRITE and APPEND only differ for repeated names.
     _add_headers(denied.headers, decision.client_headers, APPEND)
     denied.body = decision.body.decode()
+    return resp
+
+
+def _unsafe(decision: Decision) -> Any:
+    """The fail-closed answer when a decision's headers cannot be written (as the HTTP door's)."""
+    log.error("decision %s: a header would carry a control character or a bad name; answered 503 internal.error", decision.id)
+    resp = CheckResponse()
+    meta = resp.dynamic_metadata.fields
+    meta["decision_id"].string_value = decision.id
+    meta["outcome"].string_value = INTERNAL_ERROR.outcome.value
+    meta["reason"].string_value = INTERNAL_ERROR
+    resp.status.code = _RPC_CODE[INTERNAL_ERROR.status]
+    resp.status.message = INTERNAL_ERROR
+    denied = resp.denied_response
+    denied.status.code = INTERNAL_ERROR.status
+    _add_headers(
+        denied.headers,
+        [(DECISION_ID, decision.id), ("content-type", "application/json"), ("cache-control", "no-store")],
+        APPEND,
+    )
+    denied.body = '{"error":"%s","decision_id":"%s"}' % (INTERNAL_ERROR, decision.id)
     return resp

@@ -46,6 +46,7 @@ with a reason from ``engine.malformed``, never an exception.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ from authz.adapters import Malformed, check_host, check_method, check_target, pe
 from authz.decision import REQUEST_BAD_ENCODING, REQUEST_MALFORMED, Decision, Outcome
 from authz.pipeline import Engine
 from authz.request import Request, split_target
+
+log = logging.getLogger("authz.adapters")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -110,6 +113,8 @@ _DROP_FORWARDED = _HOP | _CONVENTION
 
 # RFC 9110 5.5 / uvicorn's own check: no CTLs but HTAB in a field value
 _BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+# RFC 9110 5.1: every name authz writes is a token (one match over all names joined with LF)
+_FIELD_NAMES = re.compile(b"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:\n[!#$%&'*+.^_`|~0-9A-Za-z-]+)*")
 _SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 _NGINX_STATUSES = (401, 403)
 
@@ -380,13 +385,21 @@ def render(decision: Decision, mode: str) -> tuple[int, list[tuple[bytes, bytes]
             if status not in _NGINX_STATUSES:
                 status = 403
         headers.append((b"content-length", b"%d" % len(body)))
-    if _BAD_VALUE.search(b"\t".join([v for _, v in headers])):
-        # never let a value from a token or a list split the response
+    # never let a value from a token or a list, or a bad name (one authz sets or
+    # names in x-envoy-auth-headers-to-remove), split the response
+    name_list = [n for n, _ in headers] + [n.encode() for n in decision.remove_headers]
+    names = b"\n".join(name_list)
+    if (
+        _BAD_VALUE.search(b"\t".join([v for _, v in headers]))
+        or _FIELD_NAMES.fullmatch(names) is None
+        or names.count(b"\n") != len(name_list) - 1  # a name holding the separator
+    ):
         return _unsafe(decision)
     return status, headers, body
 
 
 def _unsafe(decision: Decision) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    log.error("decision %s: a header would carry a control character or a bad name; answered 503 internal.error", decision.id)
     body = b'{"error":"internal.error","decision_id":"%s"}' % decision.id.encode()
     return (
         503,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.service.auth.v3 import attribute_context_pb2 as ac
 from envoy.service.auth.v3 import external_auth_pb2
 
+from tests.support.jwt_tokens import mint
 from tests.support.procs import LOOPBACK
 from tests.support.proxies import start_authz_http
 
@@ -249,3 +251,25 @@ def test_addresses_are_canonical(check: Any, source: str, xff: bytes, client_ip:
     answer = via_grpc(check, check_request(row, f"canon-{next(_clients)}"))
     assert (answer.status, answer.reason) == (200, "ok")
     assert answer.headers["x-authz-client-ip"] == client_ip
+
+
+# -- the last check before the wire: a verified token whose subject would split a header
+
+
+def _crlf_token() -> str:
+    now = int(time.time())
+    return mint("ES256", sub="alice\r\nx-authz-role: admin", iat=now - 10, exp=now + 300)
+
+
+def test_a_header_that_would_split_fails_closed_in_both_doors(authz: tuple[int, int], check: Any) -> None:
+    # the subject becomes x-authz-subject: a valid signature does not make CR LF writable
+    row = Hostile("crlf-subject", (503, "internal.error"), target="/jwt/orders", headers=[("authorization", f"Bearer {_crlf_token()}".encode())])
+    grpc_answer = via_grpc(check, check_request(row, f"crlf-grpc-{next(_clients)}"))
+    http_answer = via_http(authz[1], raw_request(row, f"crlf-http-{next(_clients)}"))
+    for answer in (grpc_answer, http_answer):
+        assert (answer.status, answer.reason) == (503, "internal.error"), answer
+        assert "x-authz-role" not in answer.headers
+        assert "x-authz-subject" not in answer.headers
+        assert answer.headers["x-authz-decision-id"]
+    assert set(grpc_answer.headers) == {"x-authz-decision-id", "content-type", "cache-control"}
+    assert set(http_answer.headers) == {"x-authz-decision-id", "content-type", "cache-control", "content-length"}

@@ -197,3 +197,13 @@ def test_a_forged_claim_header_never_reaches_the_upstream_when_the_token_lacks_t
     raw = upstream.last()["raw_headers"]
     assert [v for n, v in raw if n == "x-authz-user"] == ["user-7"]
     assert not (CLAIM_HEADERS - {"x-authz-user"}) & {name for name, _ in raw}
+
+
+def test_a_subject_that_would_split_a_header_fails_closed_at_envoy(stack: Stack, upstream: EchoUpstream) -> None:
+    # a validly signed token whose subject holds CR LF: authz never hands Envoy that header
+    token = mint("ES256", **now_claims(sub="alice\r\nx-authz-role: admin"))
+    status, headers, body = http_request(stack.url("/orders/1"), headers=[bearer(token)])
+    assert (status, reason_of(body)) == (503, "internal.error"), body
+    assert json.loads(body)["decision_id"] == headers["x-authz-decision-id"]
+    assert "x-authz-role" not in headers
+    assert upstream.count == 0

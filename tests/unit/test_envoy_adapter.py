@@ -68,6 +68,7 @@ def test_headers_map_is_used_when_header_map_is_absent() -> None:
         ({"header_map": [("x\x01y", b"v")]}, "request.malformed"),
         ({"header_map": [("", b"v")]}, "request.malformed"),
         ({"header_map": [("x:y", b"v")]}, "request.malformed"),
+        ({"header_map": [("x,authorization", b"v")]}, "request.malformed"),
         ({"header_map": [(":authority", b"api.example.com"), (":authority", b"evil.test")]}, "request.malformed"),
         ({"header_map": [(":authority", b"evil.test")]}, "request.malformed"),
         ({"header_map": [("host", b"evil.test")]}, "request.malformed"),
