@@ -38,8 +38,9 @@ forwarded-for value when no ``x-forwarded-for`` came, under the same rules.
 
 Answers: allow -> 200 with the upstream ``x-authz-*`` headers and the
 client headers (``ratelimit``, ``ratelimit-policy``) under their own names;
-in envoy mode ``x-envoy-auth-headers-to-remove`` lists spoofed ``x-authz-*``
-headers for Envoy to strip. Deny / limit -> the decision's status, client
+in envoy mode ``x-envoy-auth-headers-to-remove`` lists the client-sent
+headers authz did not set (any ``x-authz-*``, any claim header of the
+policy) for Envoy to strip. Deny / limit -> the decision's status, client
 headers and small JSON body. A request the door cannot read gets a deny
 with a reason from ``engine.malformed``, never an exception.
 """
