@@ -88,11 +88,11 @@ IP_DENIED = reason("ip.denied", D, 403, "The client address is on a deny list (t
 IP_NOT_ALLOWED = reason("ip.not_allowed", D, 403, "The route admits only listed addresses and the client's is not on any list.")
 AUTH_MISSING = reason("auth.missing", D, 401, "The route requires authentication and the request carries no credentials of any accepted kind.")
 QUOTA_EXHAUSTED = reason("quota.exhausted", L, 429, "A request quota of the route is used up; Retry-After says when to retry.")
-REQUEST_MALFORMED = reason("request.malformed", D, 400, "The request could not be understood (missing attributes, bad target, bad header syntax).")
+REQUEST_MALFORMED = reason("request.malformed", D, 400, "The request could not be understood: missing attributes, a method that is not letters, a target that is not an origin-form path, a missing, repeated or invalid Host, a header name that is not a token, a control character in a header value, a peer that is not an IP address.")
 REQUEST_TOO_LARGE = reason("request.too_large", D, 431, "The request's headers or target exceed the configured limits.")
 REQUEST_TIMEOUT = reason("request.timeout", D, 408, "The client did not send a complete request head in time (HTTP door).")
 REQUEST_AMBIGUOUS_PATH = reason("request.ambiguous_path", D, 400, "The path could mean something else to the backend than to authz (an encoded `/`, a dot segment, a `;` parameter...; the classes are in the `request.path` signal); the policy's `paths.allow` may accept some classes (docs/policy.md).")
-REQUEST_BAD_ENCODING = reason("request.bad_encoding", D, 400, "A header name or value is not valid UTF-8 or contains control characters.")
+REQUEST_BAD_ENCODING = reason("request.bad_encoding", D, 400, "A header value is not valid UTF-8.")
 STORE_UNAVAILABLE = reason("store.unavailable", E, 503, "The state store failed and a stateful check of the route fails closed.")
 INTERNAL_ERROR = reason("internal.error", E, 503, "authz hit an unexpected error; it fails closed and logs the decision id.")
 

@@ -84,10 +84,12 @@ class Engine:
         """The decision on one request. Never raises: anything unexpected is ``internal.error``."""
         started = time.perf_counter_ns()
         ctx: Ctx | None = None
+        policy = self.policy  # one snapshot for the whole request, even across a reload
         try:
             ctx = Ctx(req, self.clock.now_ms(), self.ids.next())
-            route_name = await self._run(ctx)
-            decision = respond.finish(ctx, route_name, (time.perf_counter_ns() - started) // 1000)
+            route_name = await self._run(ctx, policy)
+            duration_us = (time.perf_counter_ns() - started) // 1000
+            decision = respond.finish(ctx, route_name, duration_us, policy.upstream_headers)
         except Exception as exc:
             decision = respond.failed(req, ctx)
             log.error(
@@ -119,8 +121,7 @@ class Engine:
         except Exception as exc:  # a sink must never turn a decision into an error
             log.error("decision sink failed for %s\n%s", decision.id, safe_traceback(exc))
 
-    async def _run(self, ctx: Ctx) -> str:
-        policy = self.policy  # one snapshot for the whole request, even across a reload
+    async def _run(self, ctx: Ctx, policy: Policy) -> str:
         req = ctx.req
 
         # 0. sanity: bounded sizes before any work that scales with them

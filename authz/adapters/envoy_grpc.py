@@ -15,16 +15,28 @@ What Envoy sends and honours is described in docs/envoy.md. In short:
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 
-from authz.adapters import Malformed
-from authz.decision import REQUEST_BAD_ENCODING, REQUEST_MALFORMED, REQUEST_TOO_LARGE, Decision, Outcome
+from authz.adapters import Malformed, check_host, check_method, check_target, fields_safe, peer_address
+from authz.decision import (
+    INTERNAL_ERROR,
+    REQUEST_BAD_ENCODING,
+    REQUEST_MALFORMED,
+    REQUEST_TOO_LARGE,
+    Decision,
+    Outcome,
+)
 from authz.paths import target_problems
 from authz.request import Request, split_target
+from authz.stages.respond import DECISION_ID
+
+log = logging.getLogger("authz.adapters")
 
 CheckRequest = external_auth_pb2.CheckRequest
 CheckResponse = external_auth_pb2.CheckResponse
@@ -49,52 +61,23 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
         raise Malformed(REQUEST_MALFORMED, "CheckRequest has no attributes.request.http")
     http = attrs.request.http
     method = http.method
-    if not method or not method.isascii() or not method.isalpha():
-        raise Malformed(REQUEST_MALFORMED, "missing or invalid :method")
     raw_path = http.path
-    if not raw_path:
-        raise Malformed(REQUEST_MALFORMED, "missing :path")
-    if len(raw_path) > max_header_bytes:
-        raise Malformed(REQUEST_TOO_LARGE, "request target too large")
-
-    headers: dict[str, str] = {}
-    total = 0
+    host = http.host
+    head = len(raw_path) + len(host)  # counted with the headers, as the HTTP door counts its head
+    if head > max_header_bytes:
+        raise Malformed(REQUEST_TOO_LARGE, "request target and host too large")
     if http.HasField("header_map"):
-        entries = http.header_map.headers
-        if len(entries) > max_headers:
-            raise Malformed(REQUEST_TOO_LARGE, f"{len(entries)} header lines")
-        for hv in entries:
-            name = hv.key
-            if name[:1] == ":":
-                continue
-            raw = hv.raw_value if hv.raw_value else hv.value.encode()
-            total += len(name) + len(raw)
-            try:
-                value = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise Malformed(REQUEST_BAD_ENCODING, f"header {name!r} is not valid UTF-8") from None
-            name = name.lower()
-            value = value.strip(" \t")
-            prev = headers.get(name)
-            headers[name] = value if prev is None else f"{prev}, {value}"
+        headers = _header_map(http.header_map.headers, host, max_headers, max_header_bytes - head)
     else:
-        hmap = http.headers
-        if len(hmap) > max_headers:
-            raise Malformed(REQUEST_TOO_LARGE, f"{len(hmap)} headers")
-        for name, value in hmap.items():
-            if name[:1] == ":":
-                continue
-            total += len(name) + len(value)
-            headers[name.lower()] = value
-    if total > max_header_bytes:
-        raise Malformed(REQUEST_TOO_LARGE, f"{total} bytes of headers")
-    for name, value in headers.items():
-        if not _field_ok(name, value):
-            raise Malformed(REQUEST_BAD_ENCODING, f"control characters in header {name!r}")
+        headers = _headers_map(http.headers, host, max_headers, max_header_bytes - head)
+    # the checks the HTTP door's parser and adapter make, with the same reasons
+    check_method(method)
+    check_target(raw_path)
+    check_host(host)
 
     path, query, has_query = split_target(raw_path)
     source = attrs.source
-    sock = source.address.socket_address
+    peer_ip, peer_port = _source(source)
     context = dict(attrs.context_extensions) if attrs.context_extensions else {}
     req_time = attrs.request.time
     return Request(
@@ -102,12 +85,12 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
         path=path,
         query=query,
         has_query=has_query,
-        host=http.host.lower(),
+        host=host.lower(),
         scheme=http.scheme or "http",
         protocol=http.protocol,
         headers=headers,
-        peer_ip=sock.address,
-        peer_port=sock.port_value,
+        peer_ip=peer_ip,
+        peer_port=peer_port,
         tls_principal=source.principal,
         tls_certificate=source.certificate,
         sni=attrs.tls_session.sni,
@@ -119,12 +102,113 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
     )
 
 
-def _field_ok(name: str, value: str) -> bool:
-    # RFC 9110 5.5: CR, LF and NUL are never valid in a field value; other
-    # controls (but HTAB) are not either. Names are tokens (checked loosely).
-    if not name or not name.isprintable() or " " in name:
-        return False
-    return value.isprintable() or all(c == "\t" or (c >= " " and c != "\x7f") for c in value)
+def _source(source: Any) -> tuple[str, int]:
+    """(address, port) of ``attributes.source``: an IP address, canonical.
+
+    A unix-socket (``pipe``) or internal source has no IP address, and authz
+    identifies clients by address (lists, quotas, ``x-authz-client-ip``): such a
+    check is refused rather than decided for an empty identity.
+    """
+    addr = source.address
+    if addr.HasField("pipe"):
+        raise Malformed(REQUEST_MALFORMED, "the source is a unix socket (pipe), not an IP address")
+    sock = addr.socket_address
+    return peer_address(sock.address), sock.port_value
+
+
+#: RFC 9110 5.5: no control character but HTAB in a field value (CR, LF and NUL least of all)
+_BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+#: RFC 9110 5.1: field names are tokens; checked over all names joined with ","
+_NAMES = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:,[!#$%&'*+.^_`|~0-9A-Za-z-]+)*")
+#: the names Envoy carries the authority under (HTTP/1 Host becomes :authority)
+_AUTHORITY = (":authority", "host")
+
+
+def _header_map(entries: Any, host: str, max_headers: int, max_header_bytes: int) -> dict[str, str]:
+    """``header_map`` (raw bytes, one entry per field line) -> lower-cased names, lines joined with ", ".
+
+    Pseudo-headers and ``host`` are left out, as in the HTTP door: their
+    facts are the typed fields, and an authority entry that repeats or
+    disagrees with ``http.host`` is refused. The target and the authority
+    count towards the size bound (the HTTP door counts the request line and
+    Host too). One search for control characters over all values and one
+    match of all names, after the loop.
+    """
+    if len(entries) > max_headers:
+        raise Malformed(REQUEST_TOO_LARGE, f"{len(entries)} header lines")
+    headers: dict[str, str] = {}
+    raws: list[bytes] = []
+    total = 0
+    host_raw = host.encode().lower()
+    authorities = hosts = 0
+    undecodable = ""
+    for hv in entries:
+        name = hv.key
+        if name[:1] == ":":
+            if name == ":authority":
+                authorities += 1
+                if (hv.raw_value or hv.value.encode()).lower() != host_raw:
+                    raise Malformed(REQUEST_MALFORMED, "Host and :authority disagree")
+            continue
+        raw = hv.raw_value or hv.value.encode()
+        total += len(name) + len(raw)
+        name = name.lower()
+        if name == "host":
+            hosts += 1
+            if raw.lower() != host_raw:
+                raise Malformed(REQUEST_MALFORMED, "Host and :authority disagree")
+            continue
+        raws.append(raw)
+        try:
+            value = raw.decode("utf-8").strip(" \t")
+        except UnicodeDecodeError:
+            undecodable = undecodable or name
+            value = ""
+        prev = headers.get(name)
+        headers[name] = value if prev is None else f"{prev}, {value}"
+    if total > max_header_bytes:
+        raise Malformed(REQUEST_TOO_LARGE, f"{total} bytes of headers")
+    if authorities > 1 or hosts > 1:
+        raise Malformed(REQUEST_MALFORMED, "more than one Host")
+    _check_fields(headers, raws)
+    if undecodable:
+        raise Malformed(REQUEST_BAD_ENCODING, f"header {undecodable[:64]!r} is not valid UTF-8")
+    return headers
+
+
+def _headers_map(hmap: Any, host: str, max_headers: int, max_header_bytes: int) -> dict[str, str]:
+    """The older ``headers`` map (lines already joined with ","), under the same rules."""
+    if len(hmap) > max_headers:
+        raise Malformed(REQUEST_TOO_LARGE, f"{len(hmap)} headers")
+    headers: dict[str, str] = {}
+    total = 0
+    hosts = 0
+    for name, value in hmap.items():
+        lname = name.lower()
+        if lname in _AUTHORITY:
+            hosts += lname == "host"
+            if value.lower() != host.lower():
+                raise Malformed(REQUEST_MALFORMED, "Host and :authority disagree")
+        if name[:1] == ":" or lname == "host":
+            continue
+        total += len(name) + len(value)
+        headers[lname] = value
+    if total > max_header_bytes:
+        raise Malformed(REQUEST_TOO_LARGE, f"{total} bytes of headers")
+    if hosts > 1:
+        raise Malformed(REQUEST_MALFORMED, "more than one Host")
+    _check_fields(headers, [v.encode() for v in headers.values()])
+    return headers
+
+
+def _check_fields(headers: dict[str, str], raws: list[bytes]) -> None:
+    joined = ",".join(headers)
+    # the count: a name holding the separator itself must not pass as two names
+    if headers and (_NAMES.fullmatch(joined) is None or joined.count(",") != len(headers) - 1):
+        bad = next((n for n in headers if _NAMES.fullmatch(n) is None or "," in n), "")
+        raise Malformed(REQUEST_MALFORMED, f"header name {bad[:64]!r} is not a token")
+    if _BAD_VALUE.search(b"\t".join(raws)):
+        raise Malformed(REQUEST_MALFORMED, "control characters in a header value")
 
 
 def _add_headers(field: Any, headers: list[tuple[str, str]], action: int) -> None:
@@ -138,7 +222,14 @@ def _add_headers(field: Any, headers: list[tuple[str, str]], action: int) -> Non
 
 
 def to_response(decision: Decision) -> Any:
-    """Build the CheckResponse Envoy acts on, with the decision in dynamic metadata."""
+    """Build the CheckResponse Envoy acts on, with the decision in dynamic metadata.
+
+    Every header name and value goes through ``fields_safe`` first; a decision
+    that would put a control character or a non-token name on the wire is
+    answered 503 ``internal.error`` with nothing but the decision id.
+    """
+    if not fields_safe(decision.upstream_headers + decision.client_headers, decision.remove_headers):
+        return _unsafe(decision)
     resp = CheckResponse()
     ident = decision.identity
     meta = resp.dynamic_metadata.fields
@@ -170,4 +261,25 @@ def to_response(decision: Decision) -> Any:
     # given values, so OVERWRITE and APPEND only differ for repeated names.
     _add_headers(denied.headers, decision.client_headers, APPEND)
     denied.body = decision.body.decode()
+    return resp
+
+
+def _unsafe(decision: Decision) -> Any:
+    """The fail-closed answer when a decision's headers cannot be written (as the HTTP door's)."""
+    log.error("decision %s: a header would carry a control character or a bad name; answered 503 internal.error", decision.id)
+    resp = CheckResponse()
+    meta = resp.dynamic_metadata.fields
+    meta["decision_id"].string_value = decision.id
+    meta["outcome"].string_value = INTERNAL_ERROR.outcome.value
+    meta["reason"].string_value = INTERNAL_ERROR
+    resp.status.code = _RPC_CODE[INTERNAL_ERROR.status]
+    resp.status.message = INTERNAL_ERROR
+    denied = resp.denied_response
+    denied.status.code = INTERNAL_ERROR.status
+    _add_headers(
+        denied.headers,
+        [(DECISION_ID, decision.id), ("content-type", "application/json"), ("cache-control", "no-store")],
+        APPEND,
+    )
+    denied.body = '{"error":"%s","decision_id":"%s"}' % (INTERNAL_ERROR, decision.id)
     return resp

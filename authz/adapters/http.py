@@ -38,24 +38,28 @@ forwarded-for value when no ``x-forwarded-for`` came, under the same rules.
 
 Answers: allow -> 200 with the upstream ``x-authz-*`` headers and the
 client headers (``ratelimit``, ``ratelimit-policy``) under their own names;
-in envoy mode ``x-envoy-auth-headers-to-remove`` lists spoofed ``x-authz-*``
-headers for Envoy to strip. Deny / limit -> the decision's status, client
+in envoy mode ``x-envoy-auth-headers-to-remove`` lists the client-sent
+headers authz did not set (any ``x-authz-*``, any claim header of the
+policy) for Envoy to strip. Deny / limit -> the decision's status, client
 headers and small JSON body. A request the door cannot read gets a deny
 with a reason from ``engine.malformed``, never an exception.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from authz.adapters import Malformed
+from authz.adapters import Malformed, check_host, check_method, check_target, peer_address
 from authz.decision import REQUEST_BAD_ENCODING, REQUEST_MALFORMED, Decision, Outcome
 from authz.paths import target_problems
 from authz.pipeline import Engine
 from authz.request import Request, split_target
+
+log = logging.getLogger("authz.adapters")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -105,10 +109,14 @@ _CONVENTION = frozenset(
     }
 )
 _DROP_ENVOY = _HOP
+# convention fields that carry one fact each: a second line is refused, not joined
+_ONE_LINE = frozenset({"host", "x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-original-uri", "x-original-method"})
 _DROP_FORWARDED = _HOP | _CONVENTION
 
 # RFC 9110 5.5 / uvicorn's own check: no CTLs but HTAB in a field value
 _BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+# RFC 9110 5.1: every name authz writes is a token (one match over all names joined with LF)
+_FIELD_NAMES = re.compile(b"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:\n[!#$%&'*+.^_`|~0-9A-Za-z-]+)*")
 _SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 _NGINX_STATUSES = (401, 403)
 
@@ -262,25 +270,37 @@ def _headers(raw: list[tuple[bytes, bytes]], drop: frozenset[str]) -> tuple[dict
     """Decode the field lines: (kept headers, dropped convention headers).
 
     Names arrive lower-cased (ASGI says so). Repeated lines are joined with
-    ", " (RFC 9110 5.3), as in the gRPC door. This runs for every request: one
-    loop, and one control-character search over all values at the end.
+    ", " (RFC 9110 5.3), as in the gRPC door, except for the fields that
+    carry one fact (Host, the convention's method, target and host): a
+    second line of those is refused. This runs for every request: one loop,
+    and one control-character search over all values at the end (control
+    characters are ``request.malformed``, as in the gRPC door, before
+    non-UTF-8 bytes are ``request.bad_encoding``).
     """
     kept: dict[str, str] = {}
     conv: dict[str, str] = {}
     values = []
-    try:
-        for bname, bvalue in raw:
-            values.append(bvalue)
-            name = bname.decode("latin-1")
+    undecodable = b""
+    for bname, bvalue in raw:
+        values.append(bvalue)
+        name = bname.decode("latin-1")
+        try:
             value = bvalue.decode("utf-8").strip(" \t")
-            out = conv if name in drop else kept
-            prev = out.get(name)
-            out[name] = value if prev is None else f"{prev}, {value}"
-    except UnicodeDecodeError:
-        raise Malformed(REQUEST_BAD_ENCODING, f"header {bname[:64].decode('latin-1')!r} is not valid UTF-8") from None
+        except UnicodeDecodeError:
+            undecodable = undecodable or bname
+            value = ""
+        out = conv if name in drop else kept
+        prev = out.get(name)
+        if prev is None:
+            out[name] = value
+        elif out is conv and name in _ONE_LINE:
+            raise Malformed(REQUEST_MALFORMED, f"more than one {name} header")
+        else:
+            out[name] = f"{prev}, {value}"
     if _BAD_VALUE.search(b"\t".join(values)):
-        bad = next(n for n, v in raw if _BAD_VALUE.search(v))
-        raise Malformed(REQUEST_BAD_ENCODING, f"control characters in header {bad[:64].decode('latin-1')!r}")
+        raise Malformed(REQUEST_MALFORMED, "control characters in a header value")
+    if undecodable:
+        raise Malformed(REQUEST_BAD_ENCODING, f"header {undecodable[:64].decode('latin-1')!r} is not valid UTF-8")
     return kept, conv
 
 
@@ -293,13 +313,14 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
     if mode == AUTO:
         mode = _auto_mode(scope)
     client = scope.get("client") or ("", 0)
+    peer_ip = peer_address(client[0])
     if mode == ENVOY:
         headers, conv = _headers(scope["headers"], _DROP_ENVOY)
         method = scope["method"]
         try:
-            target = envoy_target.decode("ascii")
+            target = envoy_target.decode("utf-8")
         except UnicodeDecodeError:
-            raise Malformed(REQUEST_BAD_ENCODING, "request target is not ASCII") from None
+            raise Malformed(REQUEST_BAD_ENCODING, "the request target is not UTF-8") from None
         host = conv.get("host", "")
         scheme = _scheme(headers.get("x-forwarded-proto", "http"))
         if "x-forwarded-for" not in headers:
@@ -320,12 +341,10 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
             raise Malformed(REQUEST_MALFORMED, f"{mode}: no {missing} header")
         host = conv.get("x-forwarded-host") or conv.get("host", "")
         scheme = _scheme(conv.get("x-forwarded-proto", "http"))
-    if not method.isascii() or not method.isalpha():
-        raise Malformed(REQUEST_MALFORMED, "invalid original method")
-    if not target.isprintable() or " " in target:
-        raise Malformed(REQUEST_MALFORMED, "invalid original request target")
-    # a target that is not origin-form ("*", "host:443", "http://host/p") becomes
-    # a request.ambiguous_path refusal through its path problems
+    # the checks the gRPC door makes, with the same reasons
+    check_method(method)
+    check_target(target)
+    check_host(host)
     path, query, has_query = split_target(target)
     return Request(
         method=method,
@@ -336,7 +355,7 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
         scheme=scheme,
         protocol="",
         headers=headers,
-        peer_ip=client[0],
+        peer_ip=peer_ip,
         peer_port=client[1] or 0,
         request_id=headers.get("x-request-id", ""),
         door="http",
@@ -372,13 +391,21 @@ def render(decision: Decision, mode: str) -> tuple[int, list[tuple[bytes, bytes]
             if status not in _NGINX_STATUSES:
                 status = 403
         headers.append((b"content-length", b"%d" % len(body)))
-    if _BAD_VALUE.search(b"\t".join([v for _, v in headers])):
-        # never let a value from a token or a list split the response
+    # never let a value from a token or a list, or a bad name (one authz sets or
+    # names in x-envoy-auth-headers-to-remove), split the response
+    name_list = [n for n, _ in headers] + [n.encode() for n in decision.remove_headers]
+    names = b"\n".join(name_list)
+    if (
+        _BAD_VALUE.search(b"\t".join([v for _, v in headers]))
+        or _FIELD_NAMES.fullmatch(names) is None
+        or names.count(b"\n") != len(name_list) - 1  # a name holding the separator
+    ):
         return _unsafe(decision)
     return status, headers, body
 
 
 def _unsafe(decision: Decision) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    log.error("decision %s: a header would carry a control character or a bad name; answered 503 internal.error", decision.id)
     body = b'{"error":"internal.error","decision_id":"%s"}' % decision.id.encode()
     return (
         503,

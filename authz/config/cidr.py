@@ -78,6 +78,79 @@ def _parse_ip(ip: str) -> tuple[int, int] | None:
     return addr.version, int(addr)
 
 
+#: the longest text of an IP address (an IPv4-mapped IPv6 address in full)
+_MAX_IP_CHARS = 45
+
+
+def canonical_ip(text: str) -> str | None:
+    """The canonical text of the IP address ``text``, or None when it is not one.
+
+    IPv4 as a dotted quad (leading zeros are refused: ``010.0.0.1`` is octal to
+    some parsers), IPv6 in RFC 5952 form (lower case, zeros compressed); an
+    IPv4-mapped IPv6 address (``::ffff:192.0.2.1``) becomes its IPv4 address, so
+    one client has one spelling in lists, quotas and logs. A zone id
+    (``fe80::1%eth0``) is refused: it names an interface of the host that wrote
+    it, means nothing here, and Envoy never sends one. Cached: a request's
+    addresses are parsed once per distinct text (only texts short enough to
+    be an address become cache keys).
+    """
+    if not text or len(text) > _MAX_IP_CHARS:
+        return None
+    return _canonical_ip(text)
+
+
+@lru_cache(maxsize=65536)
+def _canonical_ip(text: str) -> str | None:
+    if "%" in text:
+        return None
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return str(addr)
+
+
+#: the longest X-Forwarded-For entry that can be an address: "[v6]:port" with spaces around
+_MAX_ENTRY_CHARS = _MAX_IP_CHARS + 16
+
+
+def forwarded_ip(entry: str) -> str | None:
+    """The canonical address of one ``X-Forwarded-For`` entry, or None when it is malformed.
+
+    An entry is an address, optionally with a port: ``203.0.113.7``,
+    ``203.0.113.7:1234``, ``2001:db8::1``, ``[2001:db8::1]``,
+    ``[2001:db8::1]:443`` (surrounding spaces and tabs ignored). Anything
+    else (a name, ``unknown``, an empty entry, a zone id) is malformed.
+    Cached like ``canonical_ip``.
+    """
+    if len(entry) > _MAX_ENTRY_CHARS:
+        return None
+    return _forwarded_ip(entry)
+
+
+@lru_cache(maxsize=65536)
+def _forwarded_ip(entry: str) -> str | None:
+    entry = entry.strip(" \t")
+    if entry.startswith("["):
+        end = entry.find("]")
+        if end < 0 or not _port_ok(entry[end + 1 :]):
+            return None
+        return canonical_ip(entry[1:end]) if ":" in entry[1:end] else None
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        if not _port_ok(":" + port) or "." not in host:
+            return None
+        entry = host
+    return canonical_ip(entry)
+
+
+def _port_ok(rest: str) -> bool:
+    # "" or ":" followed by 1-5 digits
+    return not rest or (rest[0] == ":" and 1 < len(rest) <= 6 and rest[1:].isascii() and rest[1:].isdigit())
+
+
 def parse_entry(text: str) -> tuple[str, str] | None:
     """Split one list line into (cidr, label); None for blank and comment lines."""
     body = text.split("#", 1)[0].strip()

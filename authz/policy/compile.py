@@ -40,6 +40,7 @@ from authz.paths import ALLOWABLE, BY_NAME, NEVER_ALLOWED, NO_PROBLEM, PathProbl
 from authz.policy.model import CHECK_KINDS, DEFAULT_ON_STORE_ERROR, STORE_ERROR_MODES, IpRules, Limits, Policy, Route
 from authz.stages.authenticate import Authenticator, MethodKind, registered_kinds
 from authz.stages.quota import DistinctLimit, Quota, compile_quotas
+from authz.stages.respond import UPSTREAM_HEADERS
 from authz.stages.route import Match
 
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
@@ -98,6 +99,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     if not routes:
         root.get("routes").error("a policy needs at least one route")
 
+    upstream_headers = UPSTREAM_HEADERS.union(*(a.upstream_header_names() for a in authenticators.values()))
     return Policy(
         file=cc.file,
         routes=tuple(routes),
@@ -109,6 +111,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
         quotas=quotas,
         authenticators=authenticators,
         keyring=cc.keyring,
+        upstream_headers=upstream_headers,
     )
 
 

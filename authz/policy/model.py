@@ -16,6 +16,7 @@ from authz.paths import NO_PROBLEM, PathProblem
 from authz.stages.authenticate import Authenticator
 from authz.stages.identify import IpRules
 from authz.stages.quota import DistinctLimit, Quota
+from authz.stages.respond import UPSTREAM_HEADERS
 from authz.stages.route import CHECK_KINDS, DEFAULT_ON_STORE_ERROR, STORE_ERROR_MODES, Match, Route
 
 __all__ = ["CHECK_KINDS", "DEFAULT_ON_STORE_ERROR", "STORE_ERROR_MODES", "IpRules", "Limits", "Match", "Policy", "Route"]
@@ -45,3 +46,7 @@ class Policy:
     quotas: dict[str, Quota | DistinctLimit] = field(default_factory=dict)
     authenticators: dict[str, Authenticator] = field(default_factory=dict)
     keyring: KeyRing = EMPTY_KEYRING
+    #: every request header authz may set on an allowed request under this policy
+    #: (its own x-authz-* and each method's, e.g. JWT claim headers); a client-sent
+    #: one that this request's decision did not set is removed
+    upstream_headers: frozenset[str] = UPSTREAM_HEADERS

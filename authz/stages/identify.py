@@ -1,10 +1,12 @@
 """Stage 2, identify: who is asking, before any proof.
 
-The client address is the connection's peer, unless the peer is a trusted
+The client address is the connection's peer (which the door has already
+checked is an IP address, in canonical form), unless the peer is a trusted
 proxy: then ``X-Forwarded-For`` is read from the right, skipping trusted
 hops, and the first untrusted address is the client (the leftmost one if
 every hop is trusted). An address the client wrote itself is never believed
-unless every hop after it is trusted.
+unless every hop after it is trusted, and a malformed entry is never an
+identity: the walk stops at the last trusted hop before it.
 
 Address lists then apply: ``deny`` lists refuse (``ip.denied``), ``allow``
 lists admit without further checks (``ok.ip_allowlisted``), and ``only`` lists
@@ -16,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from authz.config.cidr import CidrSet
+from authz.config.cidr import CidrSet, forwarded_ip
 from authz.decision import IP_DENIED, IP_NOT_ALLOWED
 
 if TYPE_CHECKING:
@@ -36,24 +38,26 @@ class IpRules:
 
 
 def client_ip(peer_ip: str, xff: str | None, trusted: CidrSet | None) -> str:
-    """The client address, honouring X-Forwarded-For only through trusted proxies."""
+    """The client address, honouring X-Forwarded-For only through trusted proxies.
+
+    The walk goes right to left from the (trusted) peer, skipping trusted
+    hops; the first untrusted address is the client, in canonical form. An
+    entry that is not an address (``garbage``, ``unknown``, an empty entry,
+    ``1.2.3.4\\r\\n...``) ends the walk: the hop that wrote it, the last
+    trusted address seen, is the client. Entries are parsed once per distinct
+    text (``forwarded_ip`` is cached).
+    """
     if trusted is None or not xff or peer_ip not in trusted:
         return peer_ip
-    hops = [h.strip() for h in xff.split(",")]
-    for hop in reversed(hops):
-        if hop and hop not in trusted:
-            return _unbracket(hop)
-    first = hops[0] if hops and hops[0] else peer_ip
-    return _unbracket(first)
-
-
-def _unbracket(hop: str) -> str:
-    # "[2001:db8::1]:443" or "203.0.113.7:1234" -> the address alone
-    if hop.startswith("["):
-        return hop[1 : hop.find("]")] if "]" in hop else hop
-    if hop.count(":") == 1:
-        return hop.split(":", 1)[0]
-    return hop
+    client = peer_ip
+    for entry in reversed(xff.split(",")):
+        hop = forwarded_ip(entry)
+        if hop is None:
+            return client
+        if hop not in trusted:
+            return hop
+        client = hop
+    return client
 
 
 def check_ip_rules(ctx: Ctx, rules: IpRules) -> bool:

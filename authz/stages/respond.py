@@ -1,9 +1,13 @@
 """Stage 7, respond: turn what the stages found into a ``Decision``.
 
 On allow the backend receives ``x-authz-*`` headers it can trust: authz sets
-them with overwrite semantics, and any other ``x-authz-*`` header the client
-sent is removed before the request goes upstream. On deny the client gets the
-reason's status, a small JSON body and the decision id.
+them with overwrite semantics, and every client-sent header that authz did
+not set for this request is removed before the request goes upstream when it
+is an ``x-authz-*`` name or a name any method of the policy may set (the
+policy's ``upstream_headers``, collected at load: a JWT provider's claim
+headers are removed on a route that another method or ``anonymous``
+authenticated). On deny the client gets the reason's status, a small JSON
+body and the decision id.
 """
 
 from __future__ import annotations
@@ -16,9 +20,14 @@ from authz.stages.context import Ctx
 
 HEADER_PREFIX = "x-authz-"
 DECISION_ID = "x-authz-decision-id"
+#: the headers this stage sets on an allowed request (methods add their own, e.g. JWT claims)
+UPSTREAM_HEADERS = frozenset({DECISION_ID, "x-authz-client-ip", "x-authz-auth", "x-authz-subject", "x-authz-key-id"})
+#: names no method may set: the above, and the two the HTTP door's nginx convention answers refusals with
+RESERVED_HEADERS = UPSTREAM_HEADERS | {"x-authz-status", "x-authz-reason"}
 
 
-def finish(ctx: Ctx, route_name: str, duration_us: int = 0) -> Decision:
+def finish(ctx: Ctx, route_name: str, duration_us: int = 0, managed: frozenset[str] = UPSTREAM_HEADERS) -> Decision:
+    """The decision. ``managed``: every upstream header name the policy may set (``Policy.upstream_headers``)."""
     req = ctx.req
     reason = ctx.reason or OK
     ident = ctx.identity
@@ -54,9 +63,12 @@ def finish(ctx: Ctx, route_name: str, duration_us: int = 0) -> Decision:
         decision.upstream_headers = up
         ours = {name for name, _ in up}
         remove = ctx.remove_headers
-        for name in req.headers:
-            if name.startswith(HEADER_PREFIX) and name not in ours:
+        for name in req.headers:  # lower-cased by the doors, repeated lines already one entry
+            if name not in ours and (name.startswith(HEADER_PREFIX) or name in managed):
                 remove.append(name)
+        if remove:
+            # once each, and never a header authz sets (a removal would delete authz's own value)
+            remove = [name for name in dict.fromkeys(remove) if name not in ours]
         decision.remove_headers = remove
     else:
         deny = ctx.deny_headers

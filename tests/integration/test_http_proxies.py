@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,10 @@ from typing import Any
 import pytest
 
 from authz.decision import REASONS
-from tests.support.procs import EchoUpstream, Proc
+from authz.httpsig import sign_request
+from authz.keys import load_keys
+from tests.support.jwt_tokens import KEYS, mint
+from tests.support.procs import EchoUpstream, Proc, http_request
 from tests.support.proxies import (
     Proxy,
     fetch,
@@ -56,6 +60,7 @@ def client_key() -> str:
 def authz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, int, Path]]:
     log = tmp_path_factory.mktemp("authz") / "decisions.jsonl"
     proc, _grpc_port, http_port = start_authz_http(POLICY, "--decision-log", str(log))
+    proc.ready_s = time.time()  # type: ignore[attr-defined]  # its memory store's epoch is earlier
     with proc:
         yield proc, http_port, log
 
@@ -180,3 +185,85 @@ def test_limited_request_gets_429_with_retry_after(proxy: tuple[str, Proxy], ups
     assert reply.headers["ratelimit-policy"] == '"tight";q=2;w=60'
     assert reply.headers["x-authz-decision-id"]
     assert upstream.count == 2
+
+
+# -- claim headers (docs/jwt.md "Claim headers"): forwarded, and never forged
+
+#: the claim headers of tests/integration/policies/http_door.yaml (and of the example policy)
+CLAIM_HEADERS = ("x-authz-email", "x-authz-org")
+#: a client's own copies, in mixed case, one on two lines
+FORGED_CLAIMS = [
+    ("X-Authz-Email", "ceo@victim.test"),
+    ("x-authz-email", "cfo@victim.test"),
+    ("X-AUTHZ-ORG", "victim"),
+]
+
+
+def token(**claims: Any) -> str:
+    now = int(time.time())
+    return mint("ES256", **{"iat": now - 10, "exp": now + 300, **claims})
+
+
+def signature_headers(authz: tuple[Proc, int, Path], url: str) -> list[tuple[str, str]]:
+    key = load_keys(str(KEYS / "keys.yaml")).get("sig-hmac")
+    assert key is not None
+    # created - skew (1 s) must not predate the epoch of authz's fresh memory
+    # store, and created must not be ahead of the clock by more than the skew
+    created = max(int(time.time()), math.ceil(authz[0].ready_s) + 1)  # type: ignore[attr-defined]
+    while time.time() < created - 1:  # at most ~2 s, once
+        time.sleep(0.05)
+    return sign_request("GET", url, [], key_id="sig-hmac", algorithm="hmac-sha256", key=key.material, created=created)
+
+
+def test_a_verified_tokens_claim_headers_reach_the_upstream(proxy: tuple[str, Proxy], upstream: EchoUpstream) -> None:
+    _, running = proxy
+    bearer = token(sub="user-9", email="user-9@partner.test", org={"id": "acme"})
+    url = f"http://127.0.0.1:{running.port}/jwt/orders"
+    status, _, body = http_request(url, headers=[("authorization", f"Bearer {bearer}"), ("x-client", client_key()), *FORGED_CLAIMS])
+    assert status == 200, body
+    raw = upstream.last()["raw_headers"]
+    assert [v for n, v in raw if n == "x-authz-email"] == ["user-9@partner.test"]
+    assert [v for n, v in raw if n == "x-authz-org"] == ["acme"]
+    assert [v for n, v in raw if n == "x-authz-subject"] == ["user-9"]
+    assert [v for n, v in raw if n == "x-authz-auth"] == ["jwt:partners"]
+
+
+@pytest.mark.parametrize("route", ["anonymous", "signature", "jwt-without-the-claims"])
+def test_a_forged_claim_header_never_reaches_the_upstream(
+    proxy: tuple[str, Proxy], authz: tuple[Proc, int, Path], upstream: EchoUpstream, route: str
+) -> None:
+    _, running = proxy
+    base = f"http://127.0.0.1:{running.port}"
+    if route == "anonymous":
+        url, extra, auth = f"{base}/api/claims", [], "anonymous"
+    elif route == "signature":
+        url = f"{base}/signed/claims"
+        extra, auth = signature_headers(authz, url), "signature:bots"
+    else:
+        url, auth = f"{base}/jwt/claims", "jwt:partners"
+        extra = [("authorization", f"Bearer {token(sub='user-3')}")]  # no email, no org claim
+    status, _, body = http_request(url, headers=[*FORGED_CLAIMS, ("x-client", client_key()), *extra])
+    assert status == 200, body
+    raw = upstream.last()["raw_headers"]
+    assert [v for n, v in raw if n == "x-authz-auth"] == [auth]
+    assert [(n, v) for n, v in raw if n in CLAIM_HEADERS] == []
+
+
+@pytest.mark.parametrize(
+    ("claims", "status", "reason"),
+    [(None, 401, "auth.missing"), ({"scope": "profile"}, 403, "jwt.insufficient_scope")],
+    ids=["no-token", "insufficient-scope"],
+)
+def test_a_refusal_carries_exactly_one_www_authenticate(
+    proxy: tuple[str, Proxy], upstream: EchoUpstream, claims: dict[str, Any] | None, status: int, reason: str
+) -> None:
+    _, running = proxy
+    headers = {"x-client": client_key()}
+    if claims is not None:
+        headers["authorization"] = f"Bearer {token(**claims)}"
+    reply = fetch(running.port, "GET", "/jwt/orders", headers)
+    assert (reply.status, json.loads(reply.body)["error"]) == (status, reason), reply
+    challenges = [v for n, v in reply.header_list if n.lower() == "www-authenticate"]
+    assert len(challenges) == 1, challenges
+    assert challenges[0].startswith('Bearer realm="partners"')
+    assert upstream.count == 0

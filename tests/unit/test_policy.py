@@ -20,6 +20,7 @@ BAD = {
     "bad_auth_method.yaml": "{file}:4: routes[0].auth[1]: unknown authentication method 'kerberos' (known: {kinds})",
     "bad_auth_missing.yaml": "{file}:3: routes[0]: a route with action 'check' needs 'auth' (a list such as [anonymous] or [jwt:partners])",
     "bad_auth_on_allow.yaml": "{file}:5: routes[0].auth: a route with action 'allow' runs no checks; remove 'auth'",
+    "bad_claim_header.yaml": "{file}:7: jwt_providers.partners.forward.claims.email: a claim header is named x-authz-<name>, got 'x-user-email': the proxy configs forward that prefix to the upstream and strip client-sent copies (docs/jwt.md)",
     "bad_cidr_inline.yaml": "{file}:6: ip_lists.blocked.cidrs[1]: not an IP address or CIDR block: '300.1.2.3/8'",
     "bad_duplicate_key.yaml": "{file}:5: duplicate key 'name' (first on line 3)",
     "bad_duplicate_route.yaml": "{file}:4: routes[1].name: route name 'api' already used on line 3",

@@ -77,6 +77,15 @@ class Authenticator(ABC):
         """More headers for any 401 of a route accepting this method ("Accept-Signature")."""
         return []
 
+    def upstream_header_names(self) -> frozenset[str]:
+        """Every request header (lower-cased) this method may set on an allowed request.
+
+        The policy compiler collects them: a client-sent copy of any of them is
+        removed from every allowed request whose decision did not set it,
+        whichever method authenticated it.
+        """
+        return frozenset()
+
 
 class MethodKind(Protocol):
     """A kind of authentication method, as the policy compiler sees it."""

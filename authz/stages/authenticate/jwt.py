@@ -17,7 +17,7 @@ Policy, by example (docs/jwt.md is the reference)::
         required_claims: [sub]
         scopes: [orders:read]
         token_from: {header: authorization} # or {header: x-token} {query: access_token} {cookie: at}
-        forward: {claims: {sub: x-user}, payload_header: x-jwt-payload, remove_token: true}
+        forward: {claims: {email: x-authz-email}, payload_header: x-authz-jwt-payload, remove_token: true}
         single_use: false                   # claim each jti once (replay store)
 
 Verification order, each step refusing with its own reason before the next
@@ -57,6 +57,7 @@ from authz.stages.authenticate.jwks import (
     strict_json,
 )
 from authz.stages.replay import ReplayCheck
+from authz.stages.respond import HEADER_PREFIX, RESERVED_HEADERS
 from authz.store.ops import ClaimOnce
 
 if TYPE_CHECKING:
@@ -87,7 +88,9 @@ JWT_REPLAY_UNVERIFIABLE = reason("jwt.replay_unverifiable", _D, 401, "The single
 DEFAULT_MAX_TOKEN_BYTES = 8192
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
-_NEVER_FORWARD = frozenset({"host", "authorization", "cookie", "content-length", "transfer-encoding", "connection"})
+#: claim headers are named under this prefix: every shipped proxy config forwards it
+#: to the upstream and strips client-sent copies (docs/jwt.md, "Claim headers")
+CLAIM_HEADER_PREFIX = HEADER_PREFIX
 _TYP_OK = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 _MAX_JTI = 256
 _MAX_REALM = 128
@@ -239,6 +242,13 @@ class JwtAuthenticator(Authenticator):
 
     def challenge(self) -> str:
         return f'Bearer realm="{self.p.realm}"'
+
+    def upstream_header_names(self) -> frozenset[str]:
+        fw = self.p.forward
+        names = {header for _, header in fw.claims}
+        if fw.payload_header:
+            names.add(fw.payload_header)
+        return frozenset(names)
 
     async def authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
         try:
@@ -633,8 +643,13 @@ def _forward_header(hnode: Node, seen: set[str]) -> str:
     header = hnode.str()
     if not _HEADER_NAME.fullmatch(header):
         hnode.error(f"not a lower-case header name: {header!r}")
-    if header in _NEVER_FORWARD or header.startswith("x-authz-"):
-        hnode.error(f"{header!r} cannot carry a claim")
+    if not header.startswith(CLAIM_HEADER_PREFIX) or len(header) == len(CLAIM_HEADER_PREFIX):
+        hnode.error(
+            f"a claim header is named {CLAIM_HEADER_PREFIX}<name>, got {header!r}: the proxy configs "
+            f"forward that prefix to the upstream and strip client-sent copies (docs/jwt.md)"
+        )
+    if header in RESERVED_HEADERS:
+        hnode.error(f"{header!r} is a header authz sets itself; it cannot carry a claim")
     if header in seen:
         hnode.error(f"header {header!r} is used twice")
     seen.add(header)
