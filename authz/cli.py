@@ -13,7 +13,7 @@ import click
 from authz import __version__
 from authz.errors import ConfigError
 from authz.policy.compile import load_policy
-from authz.settings import Settings
+from authz.settings import DEFAULT_DRAIN, Settings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -38,7 +38,7 @@ def cli() -> None:
 @click.option("--store", envvar="AUTHZ_STORE", show_envvar=True, default="memory://", show_default=True, help="State store URL: memory://.")
 @click.option("--decision-log", envvar="AUTHZ_DECISION_LOG", show_envvar=True, default="", help="Write one JSON line per decision to this file ('-' for stdout).")
 @click.option("--decision-ring", envvar="AUTHZ_DECISION_RING", show_envvar=True, default=10_000, show_default=True, type=click.IntRange(min=1), help="Recent decisions kept for the admin API.")
-@click.option("--drain", envvar="AUTHZ_DRAIN", show_envvar=True, default=0.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to keep answering after SIGTERM while health reports NOT_SERVING.")
+@click.option("--drain", envvar="AUTHZ_DRAIN", show_envvar=True, default=DEFAULT_DRAIN, show_default=True, type=click.FloatRange(min=0), help="Seconds to keep answering after SIGTERM while health reports NOT_SERVING, so that Envoy's health check (1 s interval in envoy/envoy.yaml) moves traffic to other endpoints before the listener closes; 0 closes at once.")
 @click.option("--grace", envvar="AUTHZ_GRACE", show_envvar=True, default=5.0, show_default=True, type=click.FloatRange(min=0), help="Seconds in-flight checks get to finish on shutdown.")
 @click.option("--log-level", envvar="AUTHZ_LOG_LEVEL", show_envvar=True, default="info", show_default=True, type=click.Choice(LOG_LEVELS))
 @click.option("--uvloop/--no-uvloop", envvar="AUTHZ_UVLOOP", show_envvar=True, default=True, show_default=True, help="Run the event loop on uvloop when installed.")
