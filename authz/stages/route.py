@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from authz.stages.quota import Quota
 
 #: stateful check families whose store failures fail open unless a route says otherwise
-DEFAULT_FAIL_OPEN = frozenset({"quota", "reputation"})
-CHECK_KINDS = frozenset({"quota", "replay", "reputation"})
+DEFAULT_FAIL_OPEN = frozenset({"quota"})
+#: the stateful checks that exist (a kind is added with its check, not before)
+CHECK_KINDS = frozenset({"quota", "replay"})
 
 
 @dataclass(frozen=True, slots=True)

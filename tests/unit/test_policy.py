@@ -32,7 +32,8 @@ BAD = {
     "bad_no_routes.yaml": "{file}:2: routes: a policy needs at least one route",
     "bad_not_a_mapping.yaml": "{file}:1: expected a mapping, got a list",
     "bad_on_store_error.yaml": "{file}:5: routes[0].on_store_error.quota: must be one of closed, open; got 'sometimes'",
-    "bad_on_store_error_kind.yaml": "{file}:7: routes[0].on_store_error.weather: unknown check kind 'weather' (expected one of: quota, replay, reputation)",
+    "bad_on_store_error_kind.yaml": "{file}:7: routes[0].on_store_error.weather: unknown check kind 'weather' (expected one of: quota, replay)",
+    "bad_on_store_error_unbuilt.yaml": "{file}:7: routes[0].on_store_error.reputation: unknown check kind 'reputation' (expected one of: quota, replay)",
     "bad_path_no_slash.yaml": "{file}:5: routes[0].match.path.prefix: a path starts with '/': 'v1/'",
     "bad_path_two_kinds.yaml": "{file}:5: routes[0].match.path: give exactly one of exact, prefix, regex",
     "bad_quota_by.yaml": "{file}:6: quotas.per-ip.by: must be one of client, global, ip, key_id, route, subject or header:<name>; got 'colour'",
@@ -109,7 +110,7 @@ routes:
     policy = load_policy(str(p))
     (route,) = policy.routes
     assert route.quotas[0].interval_ms == 10_000 and route.quotas[0].burst == 2
-    assert route.fail_open == frozenset({"replay", "reputation"})
+    assert route.fail_open == frozenset({"replay"})
     bad = policy.ip_lists["bad"]
     assert bad.match("198.51.100.77") == "scanners"
     assert bad.match("203.0.113.9") == "single"
