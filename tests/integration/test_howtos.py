@@ -11,6 +11,7 @@ what the page says the API receives.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 import time
@@ -138,7 +139,8 @@ def test_howto_signing(stack: Stack) -> None:
         early = sign_request("GET", url, [], key_id="bot-1", algorithm="ed25519", key=key)
         status, _, body = http_request(url, headers=early)
         assert (status, json.loads(body)["error"]) == (401, "sig.replay")
-        until = stack.started_at + _clock_skew_s(workdir / "policy.yaml") + 1
+        # created is whole seconds: from here on, created - clock_skew >= the epoch
+        until = math.ceil(stack.started_at) + _clock_skew_s(workdir / "policy.yaml")
         while time.time() < until:
             time.sleep(0.1)
 
