@@ -13,7 +13,7 @@ import click
 from authz import __version__
 from authz.errors import ConfigError
 from authz.policy.compile import load_policy
-from authz.settings import Settings
+from authz.settings import DEFAULT_DRAIN, Settings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -38,7 +38,7 @@ def cli() -> None:
 @click.option("--store", envvar="AUTHZ_STORE", show_envvar=True, default="memory://", show_default=True, help="State store URL: memory://.")
 @click.option("--decision-log", envvar="AUTHZ_DECISION_LOG", show_envvar=True, default="", help="Write one JSON line per decision to this file ('-' for stdout).")
 @click.option("--decision-ring", envvar="AUTHZ_DECISION_RING", show_envvar=True, default=10_000, show_default=True, type=click.IntRange(min=1), help="Recent decisions kept for the admin API.")
-@click.option("--drain", envvar="AUTHZ_DRAIN", show_envvar=True, default=0.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to keep answering after SIGTERM while health reports NOT_SERVING.")
+@click.option("--drain", envvar="AUTHZ_DRAIN", show_envvar=True, default=DEFAULT_DRAIN, show_default=True, type=click.FloatRange(min=0), help="Seconds to keep answering after SIGTERM while health reports NOT_SERVING, so that Envoy's health check (1 s interval in envoy/envoy.yaml) moves traffic to other endpoints before the listener closes; 0 closes at once.")
 @click.option("--grace", envvar="AUTHZ_GRACE", show_envvar=True, default=5.0, show_default=True, type=click.FloatRange(min=0), help="Seconds in-flight checks get to finish on shutdown.")
 @click.option("--log-level", envvar="AUTHZ_LOG_LEVEL", show_envvar=True, default="info", show_default=True, type=click.Choice(LOG_LEVELS))
 @click.option("--uvloop/--no-uvloop", envvar="AUTHZ_UVLOOP", show_envvar=True, default=True, show_default=True, help="Run the event loop on uvloop when installed.")
@@ -78,6 +78,53 @@ def reasons() -> None:
 
     registered_kinds()  # importing the method kinds registers their codes
     click.echo(reasons_table(), nl=False)
+
+
+@cli.command("jwks")
+@click.argument("public_keys", metavar="PUBLIC_KEY.pem...", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--kid", default=None, help="The key id (with one key only). Default: the key's RFC 7638 thumbprint.")
+@click.option("--alg", default=None, metavar="ALG", help="The JWS algorithm the key is bound to (the JWK's alg). Default: ES256/ES384/ES512 by the EC key's curve, EdDSA for Ed25519/Ed448; required for RSA keys (RS256...PS512).")
+def jwks(public_keys: tuple[str, ...], kid: str | None, alg: str | None) -> None:
+    """Print a JWKS holding the given public keys (PEM), for a provider's keys.jwks_file.
+
+    Give several files to publish a new key beside the old one while tokens
+    signed by either are still in use. Private keys, certificates, RSA keys
+    under 2048 bits, curves other than P-256/P-384/P-521 and HMAC algorithms
+    are refused: a JWKS holds public signing keys only (HMAC secrets go in the
+    keys file, under the provider's keys.keyring). Example:
+
+    \b
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out idp.key.pem
+        openssl pkey -in idp.key.pem -pubout -out idp.pub.pem
+        authz jwks idp.pub.pem > jwks.json
+    """
+    import json
+
+    from authz.stages.authenticate.jwks import JwkError, check_jwk_alg, load_public_pem, parse_jwks, public_jwk
+
+    if kid is not None and len(public_keys) > 1:
+        raise click.BadParameter("names one key; with several files each kid is the key's thumbprint", param_hint="--kid")
+    try:
+        if alg is not None:
+            check_jwk_alg(alg)
+    except JwkError as exc:
+        raise click.BadParameter(str(exc), param_hint="--alg") from None
+    keys = []
+    for path in public_keys:
+        try:
+            with open(path, "rb") as f:
+                keys.append(public_jwk(load_public_pem(f.read()), alg=alg, kid=kid))
+        except JwkError as exc:
+            raise click.ClickException(f"{path}: {exc}") from None
+        except OSError as exc:
+            raise click.ClickException(f"{path}: cannot read: {exc.strerror or exc}") from None
+    doc = {"keys": keys}
+    # what is printed must be what a provider accepts: read it back as authz will
+    try:
+        parse_jwks(doc, frozenset(k["alg"] for k in keys), "authz jwks", strict=True)
+    except JwkError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(doc, indent=2))
 
 
 @cli.command("sign")

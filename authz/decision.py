@@ -139,7 +139,7 @@ class Identity:
 
     @property
     def client_key(self) -> str:
-        """The identity quotas and reputation count against: the subject when known, else the address."""
+        """The identity quotas count against: the subject when known, else the address."""
         return f"sub:{self.subject}" if self.subject else f"ip:{self.client_ip}"
 
 

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 from authz.errors import ConfigError
 
+#: seconds of drain on SIGTERM: one Envoy health-check interval plus its timeout (1.25 s),
+#: with room for a second check and a loaded machine
+DEFAULT_DRAIN = 3.0
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -30,8 +34,10 @@ class Settings:
     decision_log: str = ""
     #: how many recent decisions the admin API can show
     decision_ring: int = 10_000
-    #: seconds to keep answering after SIGTERM while health says NOT_SERVING
-    drain: float = 0.0
+    #: seconds to keep answering after SIGTERM while health says NOT_SERVING, so that
+    #: load balancers move traffic away before the listener closes. Envoy (envoy/envoy.yaml:
+    #: checks every 1 s, 0.25 s timeout) drops an endpoint at its first NOT_SERVING answer.
+    drain: float = DEFAULT_DRAIN
     #: seconds in-flight checks get to finish after the listener closes
     grace: float = 5.0
     log_level: str = "info"

@@ -111,7 +111,7 @@ TITLES = {
 
 def authz_cmd(run: Run, grpc_port: int, http_port: int | None = None) -> list[str]:
     """authz on the bench policy; its HTTP door on ``http_port``, or off (it would take a default port)."""
-    cmd = [PY, "-m", "authz", "serve", "--config", str(BENCH_POLICY), "--grpc-listen", f"127.0.0.1:{grpc_port}", "--log-level", "warning"]
+    cmd = [PY, "-m", "authz", "serve", "--config", str(BENCH_POLICY), "--grpc-listen", f"127.0.0.1:{grpc_port}", "--log-level", "warning", "--drain", "0"]
     if run.http_door:
         cmd += ["--http-listen", f"127.0.0.1:{http_port}" if http_port else ""]
     return cmd

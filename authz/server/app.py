@@ -5,7 +5,8 @@
 SIGTERM/SIGINT:
 
 1. health turns NOT_SERVING for every service (Envoy's gRPC health check moves
-   traffic away), and for ``drain`` seconds checks are still answered;
+   traffic away), and for ``drain`` seconds checks are still answered (a
+   second signal ends the drain at once);
 2. the listener closes and in-flight checks get ``grace`` seconds to finish;
 3. the decision log is flushed, the store closed, and the process exits 0.
 
@@ -68,6 +69,7 @@ class App:
         self._serving = False
         self.stopped = asyncio.Event()
         self._stopping = False
+        self._drain_cut = asyncio.Event()
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -141,13 +143,21 @@ class App:
         return True
 
     async def stop(self) -> None:
+        """Drain, close the listeners, let in-flight checks finish. A second call ends the drain."""
         if self._stopping:
+            if not self._drain_cut.is_set():
+                log.info("second stop signal: ending the drain")
+                self._drain_cut.set()
             return
         self._stopping = True
         await self._set_health(NOT_SERVING)
         if self.settings.drain:
-            log.info("draining for %.1fs (health NOT_SERVING)", self.settings.drain)
-            await asyncio.sleep(self.settings.drain)
+            log.info("draining for %.1fs (health NOT_SERVING; a second signal stops at once)", self.settings.drain)
+            try:
+                await asyncio.wait_for(self._drain_cut.wait(), self.settings.drain)
+            except TimeoutError:
+                pass
+        self._drain_cut.set()
         stopping = []
         if self.server is not None:
             stopping.append(self.server.stop(self.settings.grace))

@@ -87,7 +87,7 @@ class StatefulCheck(Protocol):
 
     @property
     def kind(self) -> str:
-        """The family of the check for fail-open/closed policy: quota, replay, reputation."""
+        """The family of the check for fail-open/closed policy: quota or replay."""
         ...
 
     def judge(self, result: Result, op: Op, ctx: Ctx) -> None:

@@ -28,7 +28,7 @@ POLICY = Path(__file__).parent / "policies" / "grpc_server.yaml"
 
 @pytest.fixture
 async def app() -> AsyncIterator[App]:
-    a = App(Settings(config=str(POLICY), grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", grace=1.0))
+    a = App(Settings(config=str(POLICY), grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", grace=1.0, drain=0.0))
     await a.start()
     yield a
     await a.stop()
@@ -153,7 +153,7 @@ async def test_admin_api_finds_decisions_by_id_and_filter(channel: grpc.aio.Chan
 async def test_reload_keeps_running_policy_when_new_file_is_bad(tmp_path: Path) -> None:
     policy = tmp_path / "p.yaml"
     policy.write_text(POLICY.read_text())
-    a = App(Settings(config=str(policy), grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0"))
+    a = App(Settings(config=str(policy), grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", drain=0.0))
     await a.start()
     try:
         policy.write_text("version: 1\nroutes:\n  - {name: only, action: deny}\n")

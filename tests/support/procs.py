@@ -250,15 +250,20 @@ def failure_sections(since: float) -> list[tuple[str, str]]:
 
 
 def start_authz(
-    policy_path: str | os.PathLike[str], *extra_args: str, port: int | None = None, timeout: float = 20.0
+    policy_path: str | os.PathLike[str],
+    *extra_args: str,
+    port: int | None = None,
+    timeout: float = 20.0,
+    drain: float | None = 0.0,
 ) -> tuple[Proc, int]:
     """Run ``authz serve`` on a free loopback port and wait for gRPC health SERVING.
 
     ``port`` reuses a given port (to restart authz where Envoy expects it).
     The HTTP door gets a free port too (``proc.ports["http"]``) unless
     ``extra_args`` say ``--http-listen`` or ``--no-http``; ``proc.ports["grpc"]``
-    is the returned port. The caller owns the returned Proc (use it in
-    ``with`` or call ``stop()``).
+    is the returned port. ``drain`` is ``--drain``: 0 so that stopping takes no
+    time, None for the server's default; ``extra_args`` with ``--drain`` win.
+    The caller owns the returned Proc (use it in ``with`` or call ``stop()``).
     """
     grpc_port = port or free_port()
     ports = {"grpc": grpc_port}
@@ -266,11 +271,15 @@ def start_authz(
     if not any(a == "--no-http" or a.startswith("--http-listen") for a in extra_args):
         ports["http"] = free_port()
         http_args = ["--http-listen", f"{LOOPBACK}:{ports['http']}"]
+    drain_args: list[str] = []
+    if drain is not None and not any(a == "--drain" or a.startswith("--drain=") for a in extra_args):
+        drain_args = ["--drain", str(drain)]
     args = [
         venv_bin("authz"), "serve",
         "--config", os.fspath(policy_path),
         "--grpc-listen", f"{LOOPBACK}:{grpc_port}",
         *http_args,
+        *drain_args,
         "--log-level", "info",
         *extra_args,
     ]  # fmt: skip

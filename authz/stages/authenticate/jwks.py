@@ -33,7 +33,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from authz.algorithms import ALGORITHMS, HMAC, JWS_BY_JWK_CURVE, JWS_NAMES, MIN_RSA_BITS, RSA
+from authz.algorithms import ALGORITHMS, CURVES, HMAC, JWS_BY_JWK_CURVE, JWS_NAMES, MIN_RSA_BITS, RSA, describe_key
 from authz.keys import Key, KeyRing
 
 log = logging.getLogger("authz.jwt")
@@ -352,3 +352,90 @@ def _same_public(a: Any, b: Any) -> bool:
         return same
     except (TypeError, ValueError, AttributeError):
         return False
+
+
+# -- publishing: a public key as a JWK (``authz jwks``) ------------------------------
+
+#: RFC 7638 section 3.2 (RFC 8037 section 2 for OKP): the members a thumbprint hashes
+_THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
+
+
+def jwk_thumbprint(jwk: dict[str, Any]) -> str:
+    """The RFC 7638 SHA-256 thumbprint of a public JWK, base64url without padding."""
+    import base64
+    import hashlib
+
+    members = {m: jwk[m] for m in _THUMBPRINT_MEMBERS[jwk["kty"]]}
+    text = json.dumps(members, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+
+
+def load_public_pem(data: bytes) -> Any:
+    """A ``cryptography`` public key from PEM text.
+
+    :raises JwkError: a private key, a certificate, or not a PEM public key
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    if b"PRIVATE KEY" in data:
+        raise JwkError("this is a private key; give its public key (openssl pkey -in KEY -pubout -out PUBLIC.pem)")
+    if b"-----BEGIN CERTIFICATE" in data:
+        raise JwkError("this is a certificate; give its public key (openssl x509 -in CERT -pubkey -noout > PUBLIC.pem)")
+    try:
+        return serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise JwkError("not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
+
+
+def check_jwk_alg(alg: str) -> None:
+    """Refuse an algorithm a published JWK cannot have: unknown, or HMAC.
+
+    :raises JwkError: with the reason
+    """
+    if alg not in JWS_NAMES:
+        raise JwkError(f"unknown JWS algorithm {alg!r} (one of {', '.join(a for a in JWS_NAMES if a not in HMAC_ALGORITHMS)})")
+    if alg in HMAC_ALGORITHMS:
+        raise JwkError(
+            f"{alg} uses a shared secret, which never goes in a JWKS (it may be public): "
+            "put the secret in the keys file and list its id under the provider's keys.keyring"
+        )
+
+
+def public_jwk(key: Any, *, alg: str | None = None, kid: str | None = None) -> dict[str, Any]:
+    """The public JWK of ``key`` for a JWKS: ``kid``, ``use: sig``, ``alg`` and the key.
+
+    :param alg: the JWS algorithm the key is bound to; derived from the curve
+        for EC and OKP keys, required for RSA keys (one key, one algorithm)
+    :param kid: default: the key's RFC 7638 thumbprint
+    :raises JwkError: an algorithm that does not fit, an HMAC algorithm, a weak
+        or unsupported key
+    """
+    from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+    if alg is not None:
+        check_jwk_alg(alg)
+    if isinstance(key, rsa.RSAPublicKey):
+        weak = ALGORITHMS["RS256"].key_problem(key)
+        if weak:
+            raise JwkError(weak)
+        if alg is None:
+            raise JwkError("an RSA key needs an explicit alg (RS256, RS384, RS512, PS256, PS384 or PS512): a JWK binds its key to one algorithm")
+        jwk: dict[str, Any] = RSAAlgorithm.to_jwk(key, as_dict=True)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        curve = CURVES.get(key.curve.name)
+        if curve is None:
+            raise JwkError(f"unsupported curve {key.curve.name} (P-256, P-384, P-521)")
+        alg = alg or JWS_BY_JWK_CURVE[curve[2]]
+        jwk = ECAlgorithm.to_jwk(key, as_dict=True)
+    elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        alg = alg or "EdDSA"
+        jwk = OKPAlgorithm.to_jwk(key, as_dict=True)
+    else:
+        raise JwkError(f"unsupported key: {describe_key(key)} (RSA, EC on P-256/P-384/P-521, Ed25519 or Ed448)")
+    problem = ALGORITHMS[alg].key_problem(key)
+    if problem:
+        raise JwkError(problem)
+    if kid is not None and (not kid or len(kid) > MAX_KID_CHARS or not kid.isprintable()):
+        raise JwkError(f"a kid is 1 to {MAX_KID_CHARS} printable characters")
+    material: dict[str, Any] = {m: jwk[m] for m in ("kty", "crv", "n", "e", "x", "y") if m in jwk}
+    return {"kid": kid if kid is not None else jwk_thumbprint(material), "use": "sig", "alg": alg, **material}
