@@ -45,9 +45,9 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## test: everything CI runs: the static checks, then unit, real Envoy, real proxies, security
+## test: everything CI runs: the static checks, then unit, real Envoy, real proxies, real redis-server, security
 test: lint
-	scripts/system-deps nginx
+	scripts/system-deps redis-server nginx
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## fuzz: both doors under many more hypothesis examples than make test runs
