@@ -35,7 +35,10 @@ def cli() -> None:
 @click.option("--no-http", is_flag=True, envvar="AUTHZ_NO_HTTP", show_envvar=True, help="Do not serve the HTTP door (same as --http-listen '').")
 @click.option("--http-mode", envvar="AUTHZ_HTTP_MODE", show_envvar=True, default="/envoy=envoy,/forward-auth=forward-auth,/nginx=nginx", show_default=True, help="HTTP convention per path prefix of the authorization request, '[PREFIX=]MODE[,...]' with MODE envoy|forward-auth|nginx|auto; a bare MODE covers every path. Envoy http_service: set path_prefix to the prefix (e.g. /envoy), which authz strips. Forward-auth: address http://HOST:PORT/forward-auth. nginx: proxy_pass http://HOST:PORT/nginx. GET /healthz answers 200 (503 while draining) when no prefix claims it.")
 @click.option("--http-header-timeout", envvar="AUTHZ_HTTP_HEADER_TIMEOUT", show_envvar=True, default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds an HTTP client has to send a complete request head (else 408 request.timeout).")
-@click.option("--store", envvar="AUTHZ_STORE", show_envvar=True, default="memory://", show_default=True, help="State store URL: memory://.")
+@click.option("--store", envvar="AUTHZ_STORE", show_envvar=True, default="memory://", show_default=True, help="State store URL: memory:// (one process), redis://[user:pass@]host:port[/db], rediss:// (TLS), unix:///path, redis+sentinel://host:port[,host:port]/service[/db], redis+cluster://host:port[,host:port]. authz starts without Redis and connects when it appears.")
+@click.option("--store-deadline", envvar="AUTHZ_STORE_DEADLINE", show_envvar=True, default=20, show_default=True, type=click.IntRange(1, 10_000), help="Milliseconds one store call may take before it counts as failed (the route's on_store_error applies). Keep it well below Envoy's check timeout (250 ms in the example), and above the event loop's lag under load, which counts against it.")
+@click.option("--worker-index", envvar="AUTHZ_WORKER_INDEX", default=-1, type=int, hidden=True)
+@click.option("--workers", envvar="AUTHZ_WORKERS", show_envvar=True, default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes (needs a shared store). Worker i serves gRPC on the --grpc-listen port + i (list each as an endpoint of Envoy's authz cluster); all share the HTTP door's port.")
 @click.option("--decision-log", envvar="AUTHZ_DECISION_LOG", show_envvar=True, default="", help="Write one JSON line per decision to this file ('-' for stdout).")
 @click.option("--decision-ring", envvar="AUTHZ_DECISION_RING", show_envvar=True, default=10_000, show_default=True, type=click.IntRange(min=1), help="Recent decisions kept for the admin API.")
 @click.option("--drain", envvar="AUTHZ_DRAIN", show_envvar=True, default=DEFAULT_DRAIN, show_default=True, type=click.FloatRange(min=0), help="Seconds to keep answering after SIGTERM while health reports NOT_SERVING, so that Envoy's health check (1 s interval in envoy/envoy.yaml) moves traffic to other endpoints before the listener closes; 0 closes at once.")
@@ -49,6 +52,12 @@ def serve(**options: object) -> None:
     settings = Settings(**options)  # type: ignore[arg-type]
     listener = _setup_logging(settings.log_level)
     try:
+        if settings.workers > 1 and settings.worker_index < 0:
+            from authz.server.workers import supervise
+
+            settings.validate()
+            load_policy(settings.config)  # refuse a bad policy once, before any worker starts
+            raise SystemExit(supervise(settings))
         run = _runner(settings.uvloop)
         from authz.server.app import serve as serve_app
 

@@ -28,8 +28,14 @@ class Settings:
     http_mode: str = "/envoy=envoy,/forward-auth=forward-auth,/nginx=nginx"
     #: seconds an HTTP client has to send a complete request head
     http_header_timeout: float = 10.0
-    #: memory:// (default)
+    #: memory:// (default), or a Redis URL: redis://, rediss://, unix://, redis+sentinel://, redis+cluster://
     store: str = "memory://"
+    #: the most one store call may take (ms) before it counts as failed (on_store_error applies)
+    store_deadline: int = 20
+    #: worker processes; more than one needs a shared store (Redis)
+    workers: int = 1
+    #: set by the supervisor in each worker it starts (-1: this process is not a worker)
+    worker_index: int = -1
     #: JSON lines decision log: a path, "-" for standard output, "" for none
     decision_log: str = ""
     #: how many recent decisions the admin API can show
@@ -55,6 +61,16 @@ class Settings:
             raise ConfigError("settings", 0, "decision_ring", f"must be at least 1; got {self.decision_ring}")
         if self.drain < 0 or self.grace < 0:
             raise ConfigError("settings", 0, "drain/grace", "must not be negative")
+        if not 1 <= self.store_deadline <= 10_000:
+            raise ConfigError("settings", 0, "store_deadline", f"must be 1 to 10000 ms; got {self.store_deadline}")
+        if not 1 <= self.workers <= 64:
+            raise ConfigError("settings", 0, "workers", f"must be 1 to 64; got {self.workers}")
+        if self.workers > 1 and self.store.startswith("memory:"):
+            raise ConfigError(
+                "settings", 0, "workers",
+                "several workers need a shared store (--store redis://...): with memory:// each worker would keep"
+                " its own nonces and buckets, splitting replay protection and quotas between them",
+            )  # fmt: skip
 
 
 def split_hostport(value: str, field: str) -> tuple[str, int]:

@@ -47,6 +47,7 @@ with a reason from ``engine.malformed``, never an exception.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -188,12 +189,20 @@ class HttpDoor:
     :param engine: decides
     :param modes: the convention per path prefix
     :param serving: tells the health endpoint whether to answer 200 or 503
+    :param components: the health of each component (the store), shown in the health answer
     """
 
-    def __init__(self, engine: Engine, modes: Modes, serving: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        modes: Modes,
+        serving: Callable[[], bool] = lambda: True,
+        components: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
         self.engine = engine
         self.modes = modes
         self.serving = serving
+        self.components = components
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -224,8 +233,12 @@ class HttpDoor:
         await answer(send, decision, mode if mode != AUTO else _auto_mode(scope))
 
     async def _health(self, send: Send) -> None:
+        # 200 while authz answers checks; a failing store is a component's state, not a reason
+        # to take authz out of rotation (the routes' on_store_error decide what it means)
         ok = self.serving()
-        body = b'{"status":"serving"}' if ok else b'{"status":"not_serving"}'
+        body = json.dumps(
+            {"status": "serving" if ok else "not_serving", "components": self.components()}, separators=(",", ":")
+        ).encode()
         await send(
             {
                 "type": "http.response.start",

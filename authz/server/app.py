@@ -44,6 +44,10 @@ from authz.store import store_from_url
 log = logging.getLogger("authz.server")
 
 ADMIN_SERVICES = tuple(s.full_name for s in admin_pb2.DESCRIPTOR.services_by_name.values())
+#: the gRPC health service name of the store component (authz itself keeps serving when it fails:
+#: each route's on_store_error says what a failure means)
+STORE_SERVICE = "authz.store"
+PROBE_INTERVAL_S = 1.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -58,8 +62,11 @@ class App:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.policy = policy if policy is not None else load_policy(settings.config)
-        self.store = store_from_url(settings.store, now_ms=self.clock.now_ms())
-        self.decisions = DecisionLog(settings.decision_log or None, ring_size=settings.decision_ring)
+        self.store = store_from_url(settings.store, clock=self.clock, deadline_ms=settings.store_deadline)
+        log_path = settings.decision_log or None
+        if log_path not in (None, "-") and settings.worker_index >= 0:
+            log_path = f"{log_path}.worker-{settings.worker_index}"  # one writer per file
+        self.decisions = DecisionLog(log_path, ring_size=settings.decision_ring)
         self.engine = Engine(self.policy, self.store, clock=self.clock, on_decision=self.decisions.record)
         self.health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -70,10 +77,29 @@ class App:
         self.stopped = asyncio.Event()
         self._stopping = False
         self._drain_cut = asyncio.Event()
+        self._probe: asyncio.Task[None] | None = None
 
     @property
     def service_names(self) -> tuple[str, ...]:
         return (EXT_AUTHZ, *ADMIN_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+
+    def components(self) -> dict[str, Any]:
+        """Each component's health, for /healthz (never waits on a backend)."""
+        return {"store": self.store.health().to_dict()}
+
+    async def _watch_store(self) -> None:
+        """Probe the store every second: its health is a component of its own (STORE_SERVICE)."""
+        last: bool | None = None
+        while True:
+            await self.store.probe()
+            serving = self.store.health().serving
+            if serving != last:
+                await self.health.set(STORE_SERVICE, SERVING if serving else NOT_SERVING)
+                if last is not None:
+                    h = self.store.health()
+                    (log.info if serving else log.warning)("store %s: %s", "back" if serving else "unavailable", h.detail or h.kind)
+                last = serving
+            await asyncio.sleep(PROBE_INTERVAL_S)
 
     async def start(self) -> None:
         server = grpc.aio.server(
@@ -92,34 +118,45 @@ class App:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((*self.service_names, reflection.SERVICE_NAME), server)
         try:
-            self.grpc_port = server.add_insecure_port(self.settings.grpc_listen)
+            self.grpc_port = server.add_insecure_port(self._grpc_address())
         except RuntimeError:  # grpc raises when the address cannot be bound
             self.grpc_port = 0
         if self.grpc_port == 0:
             raise ConfigError(
-                "settings", 0, "grpc_listen", f"cannot listen on {self.settings.grpc_listen} (in use, or not a local address)"
+                "settings", 0, "grpc_listen", f"cannot listen on {self._grpc_address()} (in use, or not a local address)"
             )
         if self.settings.http_listen:
             await self._start_http()  # before gRPC serves: a taken port must fail the start cleanly
         await self.decisions.start()
+        await self.store.start()  # connects in the background; never waits for the backend
         await server.start()
         self.server = server
         await self._set_health(SERVING)
+        await self.health.set(STORE_SERVICE, SERVING if self.store.health().serving else NOT_SERVING)
+        self._probe = asyncio.create_task(self._watch_store(), name="store-probe")
+        worker = f"worker {self.settings.worker_index}: " if self.settings.worker_index >= 0 else ""
         log.info(
-            "authz serving gRPC on %s (policy %s, %d routes, store %s)",
+            "%sauthz serving gRPC on %s (policy %s, %d routes, store %s)",
+            worker,
             self._listen_addr(),
             self.policy.file,
             len(self.policy.routes),
-            self.store.kind,
+            self.store.describe(),
         )
 
     async def _start_http(self) -> None:
-        door = HttpDoor(self.engine, self.modes, serving=lambda: self._serving)
+        door = HttpDoor(self.engine, self.modes, serving=lambda: self._serving, components=self.components)
         self.http = HttpServer(
             door, self.settings.http_listen, header_timeout=self.settings.http_header_timeout, grace=self.settings.grace
         )
-        await self.http.start()
+        await self.http.start(reuse_port=self.settings.worker_index >= 0)
         self.http_port = self.http.port
+
+    def _grpc_address(self) -> str:
+        """The gRPC address: worker i of a supervisor serves on the configured port + i."""
+        host, _, port = self.settings.grpc_listen.rpartition(":")
+        index = self.settings.worker_index
+        return f"{host}:{int(port) + index}" if index > 0 and port != "0" else self.settings.grpc_listen
 
     def _listen_addr(self) -> str:
         host = self.settings.grpc_listen.rpartition(":")[0]
@@ -164,6 +201,8 @@ class App:
         if self.http is not None:
             stopping.append(self.http.stop())
         await asyncio.gather(*stopping)
+        if self._probe is not None:
+            self._probe.cancel()
         await self.decisions.stop()
         await self.store.close()
         log.info("authz stopped")

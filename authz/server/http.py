@@ -201,9 +201,10 @@ class HttpServer:
         self.sock: socket.socket | None = None
         self.port = 0
 
-    async def start(self) -> None:
+    async def start(self, *, reuse_port: bool = False) -> None:
+        """:param reuse_port: share the port with the other workers (SO_REUSEPORT: the kernel spreads connections)"""
         host, port = split_hostport(self.listen, "http_listen")
-        self.sock = _bind(host, port)
+        self.sock = _bind(host, port, reuse_port)
         self.port = self.sock.getsockname()[1]
         self.config.load()
         self.server.lifespan = self.config.lifespan_class(self.config)  # "off": a no-op
@@ -217,7 +218,7 @@ class HttpServer:
             self.server.started = False
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """Bind the listening socket here, so that a taken port is a ConfigError, not uvicorn's exit."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -225,6 +226,8 @@ def _bind(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind(addr)
             sock.listen(2048)

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-def store_from_url(url: str, *, clock: Clock | None = None, now_ms: int | None = None, deadline_ms: int = 10) -> Store:
+def store_from_url(url: str, *, clock: Clock | None = None, now_ms: int | None = None, deadline_ms: int = 20) -> Store:
     """Build the store a URL names.
 
     :param url: ``memory://``, or a Redis URL (``authz.store.redis``)

@@ -263,8 +263,10 @@ class Store(ABC):
     def __init__(self, *, deadline_ms: int = 5, breaker: Breaker | None = None) -> None:
         self.deadline_s = deadline_ms / 1000
         self.breaker = breaker or Breaker()
-        #: what the last failure was (type and message; never credentials)
+        #: what the last failure was (its type; never credentials)
         self.last_error = ""
+        #: what the last background probe found (None before the first one)
+        self.reachable: bool | None = None
 
     async def apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
         """Apply every operation atomically, in order, in one round trip.
@@ -312,9 +314,33 @@ class Store(ABC):
         """True when the backend answers (health checks)."""
 
     def health(self) -> Health:
-        """The store as a health component; never waits on the backend."""
+        """The store as a health component; never waits on the backend.
+
+        Not serving while the circuit is open, or while the last probe failed
+        (a store nobody has asked since it died is still down).
+        """
         state = self.breaker.state
-        return Health(self.kind, state != "open", state, self.last_error if state != "closed" else "")
+        serving = state != "open" and self.reachable is not False
+        detail = self.last_error if (state != "closed" or not serving) else ""
+        return Health(self.kind, serving, state, detail)
+
+    async def probe(self) -> bool:
+        """Ping the backend (a background task does, every second) and remember the answer."""
+        try:
+            ok = await self.ping()
+        except Exception as exc:  # a probe never raises
+            self.last_error = type(exc).__name__
+            ok = False
+        if not ok and not self.last_error:
+            self.last_error = "no answer to PING"
+        if ok and self.breaker.state != "closed":
+            self.breaker.success()  # the backend answers again: requests need not wait for a probe of their own
+        self.reachable = ok
+        return ok
+
+    def describe(self) -> str:
+        """Where the store is, without credentials (logs, health)."""
+        return f"{self.kind}://"
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Begin connecting in the background; must not wait for the backend."""

@@ -78,6 +78,8 @@ def _lua(name: str) -> str:
 BATCH_LUA = _lua("batch.lua")
 REFUND_LUA = _lua("refund.lua")
 IDENTITY_LUA = _lua("identity.lua")
+#: connections opened at start-up, before traffic needs them
+WARM_CONNECTIONS = 8
 #: how often a compensation is sent before it is given up (backing off from 50 ms)
 REFUND_ATTEMPTS = 6
 #: how long a replay shard's epoch and server marker live without being refreshed
@@ -180,9 +182,9 @@ class RedisStore(Store):
         self,
         url: str,
         *,
-        deadline_ms: int = 10,
+        deadline_ms: int = 20,
         breaker: Breaker | None = None,
-        max_connections: int = 64,
+        max_connections: int = 32,
         clock: Clock | None = None,
     ) -> None:
         super().__init__(deadline_ms=deadline_ms, breaker=breaker)
@@ -194,8 +196,9 @@ class RedisStore(Store):
         self._sentinels: list[Any] = []
         self.client = self._client(options, max_connections)
         self._batch_sha = _sha1(BATCH_LUA)
-        self._load_lock = asyncio.Lock()
-        self._loads = 0
+        # the one task that checks the server's identity and loads the script (see _prepare)
+        self._preparing: asyncio.Task[None] | None = None
+        self._warmer: asyncio.Task[None] | None = None
         self._refund = self.client.register_script(REFUND_LUA)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
@@ -212,6 +215,7 @@ class RedisStore(Store):
     def _client(self, options: dict[str, Any], max_connections: int) -> Any:
         import redis.asyncio as aioredis
         from redis.asyncio.cluster import ClusterNode, RedisCluster
+        from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
         from redis.asyncio.sentinel import Sentinel
 
         # The deadline is Store.apply's; socket timeouts only bound a connection attempt.
@@ -223,7 +227,12 @@ class RedisStore(Store):
         }  # fmt: skip
         target = self.target
         if target.scheme == "unix":
-            return aioredis.Redis(unix_socket_path=target.path, max_connections=max_connections, **common)
+            # a bounded pool that makes a burst wait for a connection instead of opening
+            # one per concurrent request (a connection costs several round trips to set up)
+            pool = aioredis.BlockingConnectionPool(
+                connection_class=UnixDomainSocketConnection, path=target.path, max_connections=max_connections, timeout=2, **common
+            )
+            return aioredis.Redis.from_pool(pool)
         if self.cluster:
             nodes = [ClusterNode(h, p) for h, p in target.hosts]
             return RedisCluster(startup_nodes=nodes, max_connections=max_connections, require_full_coverage=False, **common)
@@ -233,7 +242,12 @@ class RedisStore(Store):
             self._sentinels = list(sentinel.sentinels)
             return sentinel.master_for(target.service, db=target.db, max_connections=max_connections)
         (host, port), = target.hosts
-        return aioredis.Redis(host=host, port=port, db=target.db, max_connections=max_connections, **common)
+        tls = bool(common.pop("ssl", False))
+        pool = aioredis.BlockingConnectionPool(
+            connection_class=SSLConnection if tls else Connection, host=host, port=port, db=target.db,
+            max_connections=max_connections, timeout=2, **common,
+        )  # fmt: skip
+        return aioredis.Redis.from_pool(pool)
 
     async def _evalsha(self, keys: list[str], args: list[str | int | float]) -> Any:
         """One EVALSHA of the batch script; after a NOSCRIPT, check the server's identity, load, retry."""
@@ -252,13 +266,51 @@ class RedisStore(Store):
                 return await self.client.evalsha(self._batch_sha, len(keys), *keys, *args)
         except NoScriptError:
             # one request checks and reloads; the others that met the same NOSCRIPT wait for it
-            generation = self._loads
-            async with self._load_lock:
-                if self._loads == generation:
-                    await self._check_identity()
-                    await self.client.script_load(BATCH_LUA)
-                    self._loads += 1
+            # The server forgot the script: one task checks its identity and loads the script
+            # again. It runs beside the requests, shielded from their deadlines, so a slow
+            # recovery finishes once instead of being cut short by every request in turn.
+            await asyncio.shield(self._prepare())
             return await self.client.evalsha(self._batch_sha, len(keys), *keys, *args)
+
+    def _prepare(self) -> asyncio.Task[None]:
+        task = self._preparing
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._identity_and_script(), name="redis-prepare")
+            self._preparing = task
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return task
+
+    async def _identity_and_script(self) -> None:
+        await self._check_identity()
+        await self.client.script_load(BATCH_LUA)
+
+    async def start(self, wait_s: float = 0.5) -> None:
+        """Connect, check the server and load the script in the background, before traffic needs it.
+
+        Waits at most ``wait_s`` for that (a Redis that answers is ready before
+        the first check); never longer: a Redis that is not there yet is tried
+        again every second, and requests meanwhile follow their routes'
+        on_store_error.
+        """
+        self._warmer = asyncio.get_running_loop().create_task(self._warm(), name="redis-warm")
+        try:
+            await asyncio.wait_for(asyncio.shield(self._warmer), wait_s)
+        except TimeoutError:
+            log.warning("%s does not answer yet; serving meanwhile by each route's on_store_error", self.describe())
+
+    async def _warm(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await asyncio.shield(self._prepare())
+                # open a few connections now, so that the first burst does not pay for them
+                await asyncio.gather(*(self.client.ping() for _ in range(WARM_CONNECTIONS)))
+                return
+            except Exception as exc:  # not there yet, or failing over: try again
+                self.last_error = type(exc).__name__
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def _check_identity(self) -> None:
         """The server behind ``key`` forgot the script: start a new epoch in each replay shard
@@ -425,12 +477,13 @@ class RedisStore(Store):
         try:
             async with asyncio.timeout(0.5):
                 return bool(await self.client.ping())
-        except Exception:
+        except Exception as exc:
+            self.last_error = type(exc).__name__
             return False
 
     def health(self) -> Health:
         h = super().health()
-        h.detail = f"{self.describe()}" + (f" ({h.detail})" if h.detail else "")
+        h.detail = self.describe() + (f" ({h.detail})" if h.detail else "")
         return h
 
     async def wait_background(self) -> None:
@@ -439,6 +492,8 @@ class RedisStore(Store):
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def close(self) -> None:
+        if self._warmer is not None:
+            self._warmer.cancel()
         await self.wait_background()
         for c in (self.client, *self._sentinels):
             try:

@@ -329,7 +329,7 @@ def envoy_binary() -> Path:
     return path
 
 
-def render_envoy_config(source: str | os.PathLike[str], ports: Mapping[str, int]) -> str:
+def render_envoy_config(source: str | os.PathLike[str], ports: Mapping[str, int | Sequence[int]]) -> str:
     """The given Envoy config (a path or YAML text) with its ports replaced, nothing else.
 
     Keys of ``ports``: ``"admin"`` (the admin interface), a listener name (its
@@ -350,9 +350,13 @@ def render_envoy_config(source: str | os.PathLike[str], ports: Mapping[str, int]
     for cluster in resources.get("clusters", []):
         if cluster["name"] in todo:
             port = todo.pop(cluster["name"])
-            for group in cluster["load_assignment"]["endpoints"]:
-                for ep in group["lb_endpoints"]:
-                    ep["endpoint"]["address"]["socket_address"]["port_value"] = port
+            endpoints = [ep for group in cluster["load_assignment"]["endpoints"] for ep in group["lb_endpoints"]]
+            # one port for every endpoint, or a sequence with one port per endpoint
+            ports = list(port) if isinstance(port, list | tuple) else [port] * len(endpoints)
+            if len(ports) != len(endpoints):
+                raise KeyError(f"cluster {cluster['name']} has {len(endpoints)} endpoints, not {len(ports)}")
+            for ep, p in zip(endpoints, ports, strict=True):
+                ep["endpoint"]["address"]["socket_address"]["port_value"] = p
     if todo:
         raise KeyError(f"not in the Envoy config: {sorted(todo)}")
     return yaml.safe_dump(conf, sort_keys=False)

@@ -279,7 +279,7 @@ async def test_health_answers_only_where_no_convention_claims_the_path(engine: E
     assert (await call(app, scope(raw_target=b"/healthz")))[:1] == (200,)
     serving[0] = False
     status, _, body = await call(app, scope(raw_target=b"/healthz"))
-    assert (status, json.loads(body)) == (503, {"status": "not_serving"})
+    assert (status, json.loads(body)) == (503, {"status": "not_serving", "components": {}})
     # with envoy on every path, /healthz is a request like any other (never a bypass)
     everything = door.HttpDoor(engine, door.Modes.parse("envoy"))
     status, headers, _ = await call(everything, scope(raw_target=b"/healthz"))
