@@ -128,7 +128,12 @@ class Identity:
 
     ``client_ip`` is the trusted-proxy-aware client address; ``subject`` and
     ``key_id`` are set by an authentication method; ``method`` names it
-    (``anonymous``, ``jwt:<provider>``, ``signature:<profile>``).
+    (``anonymous``, ``jwt:<provider>``, ``signature:<profile>``). ``tier``
+    selects a route's quota tier (``verified-bot`` for an agent that proved
+    who it is, an API key's tier); ``bot`` names a verified agent. The
+    others are what the identify stage found: the client's country and
+    network (a GeoIP database), the session and device ids and the TLS
+    fingerprint the policy says where to read.
     """
 
     client_ip: str = ""
@@ -136,6 +141,13 @@ class Identity:
     key_id: str = ""
     method: str = ""
     claims: dict[str, Any] | None = None
+    tier: str = ""
+    bot: str = ""
+    country: str = ""
+    asn: int = 0
+    session: str = ""
+    device: str = ""
+    fingerprint: str = ""
 
     @property
     def client_key(self) -> str:

@@ -30,6 +30,7 @@ class Ctx:
         "body",
         "offers",
         "degraded",
+        "evidence",
     )
 
     def __init__(self, req: Request, now_ms: int, decision_id: str) -> None:
@@ -59,6 +60,9 @@ class Ctx:
         self.body: dict[str, str] = {}
         #: check kinds that could not be checked against the store (x-authz-degraded)
         self.degraded: list[str] = []
+        #: what this request shows about its sender before the decision, (signal, strength 0..1):
+        #: the reputation stage weighs it into the senders' scores
+        self.evidence: list[tuple[str, float]] = []
         #: the route's authentication methods, asked for their offers on a 401 (Accept-Signature)
         self.offers: tuple[Offers, ...] = ()
 

@@ -45,6 +45,10 @@ class AuthResult:
     subject: str = ""
     key_id: str = ""
     claims: dict[str, Any] | None = None
+    #: the quota tier this credential puts the client in ("verified-bot", an API key's tier)
+    tier: str = ""
+    #: a verified agent's name (Web Bot Auth), "" otherwise
+    bot: str = ""
     upstream_headers: list[tuple[str, str]] = field(default_factory=list)
     remove_headers: list[str] = field(default_factory=list)
     signals: list[tuple[str, str]] = field(default_factory=list)
@@ -134,6 +138,10 @@ async def authenticate(ctx: Ctx, methods: tuple[Authenticator, ...], anonymous_o
         ident.subject = result.subject
         ident.key_id = result.key_id
         ident.claims = result.claims
+        if result.tier:
+            ident.tier = result.tier
+        if result.bot:
+            ident.bot = result.bot
         if result.upstream_headers:
             ctx.upstream_headers.extend(result.upstream_headers)
         if result.remove_headers:
