@@ -169,7 +169,8 @@ class Engine:
 
         # 4. plan: every stateful check adds its operations to one batch
         #    (replay claims were planned by the authentication method above)
-        for quota, cost in route.quotas:
+        tier = ctx.identity.tier
+        for quota, cost in route.tiers.get(tier, route.quotas) if tier else route.quotas:
             quota.plan(ctx, cost)
 
         # 5. apply: one store round trip for all of them, atomically

@@ -45,6 +45,7 @@ from authz.stages.route import Match
 
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?$|^\[[0-9a-f:.]+\](:\d+)?$")
 
 
@@ -296,7 +297,7 @@ def _route(
     path_allow: PathProblem,
 ) -> Route:
     node.keys(
-        allowed={"name", "match", "action", "ip", "auth", "quota", "on_store_error"},
+        allowed={"name", "match", "action", "ip", "auth", "quota", "tiers", "on_store_error"},
         required={"name"},
     )
     name = _name(node.get("name").str(), node.get("name"))
@@ -333,28 +334,12 @@ def _route(
     elif auth_node.value is not None:
         auth_node.error(f"a route with action {action!r} runs no checks; remove 'auth'")
 
-    route_quotas: list[tuple[Quota | DistinctLimit, int | None]] = []
-    seen_quotas: set[str] = set()
-    for item in node.get("quota", []).items():
-        cost: int | None = None
-        if isinstance(item.value, dict):
-            item.keys(allowed={"name", "cost"}, required={"name"})
-            qname = item.get("name").str()
-            if item.has("cost"):
-                cost = item.get("cost").int(min=0, max=10**9)
-        else:
-            qname = item.str()
-        if qname not in quotas:
-            item.error(f"no quota named {qname!r} in quotas")
-        if qname in seen_quotas:
-            item.error(f"quota {qname!r} listed twice")
-        seen_quotas.add(qname)
-        quota = quotas[qname]
-        if cost is not None and isinstance(quota, Quota) and cost > quota.burst:
-            item.get("cost").error(f"costs more than quota {qname!r} can ever hold (burst {quota.burst})")
-        if cost is not None and isinstance(quota, DistinctLimit):
-            item.get("cost").error("a distinct-count limit has no cost")
-        route_quotas.append((quota, cost))
+    route_quotas = _route_quotas(node.get("quota", []), quotas)
+    tiers: dict[str, tuple[tuple[Quota | DistinctLimit, int | None], ...]] = {}
+    for tier, tnode in node.get("tiers", {}).entries():
+        if not _TIER.fullmatch(tier):
+            Node(tnode.file, tnode.field, None, tnode.line).error(f"not a tier name: {tier!r} (letters, digits, '_', '.', '-')")
+        tiers[tier] = _route_quotas(tnode, quotas)
 
     modes = dict(DEFAULT_ON_STORE_ERROR)
     ose = node.get("on_store_error", {})
@@ -372,9 +357,37 @@ def _route(
         ip=ip,
         auth=tuple(methods),
         anonymous=anonymous,
-        quotas=tuple(route_quotas),
+        quotas=route_quotas,
+        tiers=tiers,
         on_store_error=modes,
     )
 
 
 __all__ = ["CompileContext", "ConfigError", "load_policy"]
+
+
+def _route_quotas(node: Node, quotas: dict[str, Quota | DistinctLimit]) -> tuple[tuple[Quota | DistinctLimit, int | None], ...]:
+    """A route's list of quotas: names, or {name, cost} to override the cost."""
+    out: list[tuple[Quota | DistinctLimit, int | None]] = []
+    seen: set[str] = set()
+    for item in node.items():
+        cost: int | None = None
+        if isinstance(item.value, dict):
+            item.keys(allowed={"name", "cost"}, required={"name"})
+            qname = item.get("name").str()
+            if item.has("cost"):
+                cost = item.get("cost").int(min=0, max=10**9)
+        else:
+            qname = item.str()
+        if qname not in quotas:
+            item.error(f"no quota named {qname!r} in quotas")
+        if qname in seen:
+            item.error(f"quota {qname!r} listed twice")
+        seen.add(qname)
+        quota = quotas[qname]
+        if cost is not None and isinstance(quota, Quota) and cost > quota.burst:
+            item.get("cost").error(f"costs more than quota {qname!r} can ever hold (burst {quota.burst})")
+        if cost is not None and isinstance(quota, DistinctLimit):
+            item.get("cost").error("a distinct-count limit has no cost")
+        out.append((quota, cost))
+    return tuple(out)

@@ -83,6 +83,8 @@ class Route:
     anonymous: bool = True
     #: the route's quotas, each with the route's cost override (None: the quota's own cost)
     quotas: tuple[tuple[Quota | DistinctLimit, int | None], ...] = ()
+    #: quota tier (Identity.tier) -> the quotas that replace ``quotas`` for clients of that tier
+    tiers: Mapping[str, tuple[tuple[Quota | DistinctLimit, int | None], ...]] = field(default_factory=dict)
     #: check family -> open | closed | local, when the store fails
     on_store_error: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(DEFAULT_ON_STORE_ERROR))
 

@@ -18,7 +18,10 @@ from authz.keys import EMPTY_KEYRING
 from authz.pipeline import Engine
 from authz.policy.compile import compile_policy
 from authz.request import Request
+from authz.stages.authenticate import Authenticator, AuthResult
+from authz.stages.context import Ctx
 from authz.stages.quota import subnet_of
+from authz.stages.route import Route
 from authz.store import MemoryStore
 from authz.store.base import Op, PartialFailure, Result, Store
 
@@ -215,3 +218,36 @@ def test_quota_configuration_errors(change: str, message: str | None) -> None:
 def test_a_route_cost_above_the_burst_is_refused() -> None:
     with pytest.raises(ConfigError, match="costs more than quota 'heavy' can ever hold"):
         engine(text=POLICY.replace("{name: heavy, cost: 4}", "{name: heavy, cost: 11}"))
+
+
+class _Tiered(Authenticator):
+    """Accepts any request with x-tier, putting it in that quota tier."""
+
+    kind = "tiered"
+    name = "t"
+
+    def present(self, req: Request) -> bool:
+        return "x-tier" in req.headers
+
+    async def authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
+        return AuthResult(ok=True, subject="s-" + req.headers["x-tier"], tier=req.headers["x-tier"])
+
+
+async def test_a_tier_replaces_the_route_quotas() -> None:
+    text = POLICY.replace("  - {name: open,", "  - {name: tiered, match: {path: {prefix: /tiered/}}, auth: [anonymous], quota: [open-q], tiers: {gold: [heavy]}}\n  - {name: open,").replace(
+        "  heavy: {limit: 10, window: 10s}", "  heavy: {limit: 10, window: 10s}\n  open-q: {limit: 1, window: 10s}"
+    )
+    e = engine(text=text)
+    route = next(r for r in e.policy.routes if r.name == "tiered")
+    tiered = Route(name=route.name, match=route.match, auth=(_Tiered(),), anonymous=True, quotas=route.quotas, tiers=route.tiers)
+    e.policy = type(e.policy)(file="p", routes=(tiered,))
+    assert [(await e.decide(req("/tiered/x"))).reason for _ in range(2)] == ["ok", "quota.exhausted"]
+    gold = [(await e.decide(req("/tiered/x", x_tier="gold"))).reason for _ in range(3)]
+    assert gold == ["ok", "ok", "ok"]  # the gold tier has 'heavy' (10), not 'open-q' (1)
+    silver = [(await e.decide(req("/tiered/x", x_tier="silver"))).reason for _ in range(2)]
+    assert silver == ["ok", "quota.exhausted"]  # no such tier: the route's quotas
+
+
+def test_a_tier_names_existing_quotas() -> None:
+    with pytest.raises(ConfigError, match="no quota named 'nope' in quotas"):
+        engine(text=POLICY.replace("quota: [per-subnet]}", "quota: [per-subnet], tiers: {gold: [nope]}}", 1))
