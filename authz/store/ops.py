@@ -245,4 +245,170 @@ class CountDistinct(Op):
         return Distinct(count, bool(exceeded))
 
 
-__all__ = ["REPLAY_SHARDS", "ClaimOnce", "Cooldown", "CountDistinct", "TakeTokens", "replay_shard", "replay_shard_tag"]
+
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """What the reputation operation infers from an identity's own history (its parameters).
+
+    ``cadence``: after ``cadence_min`` arrivals, inter-arrival times whose
+    coefficient of variation (an exponentially weighted one, ``alpha``) is
+    below ``cadence_cv`` add ``cadence_weight``. ``burst``: more than
+    ``burst_rate`` arrivals within about a burst half-life add ``burst_weight``.
+    ``sequence``: ``sequence_min`` consecutive numeric ids one apart
+    (``/items/41``, ``/items/42``...) add ``sequence_weight``.
+    """
+
+    alpha: float = 0.2
+    cadence_min: int = 8
+    cadence_cv: float = 0.1
+    cadence_weight: float = 1.0
+    burst_half_life_ms: int = 10_000
+    burst_rate: float = 30.0
+    burst_weight: float = 1.0
+    sequence_min: int = 4
+    sequence_weight: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """Result of ``Reputation``: an identity's decayed evidence, as of this request.
+
+    :param count: decayed number of requests (about the last half-life's)
+    :param routes: the route bits this identity had reached before this request
+    :param intervals: how many inter-arrival times the cadence saw
+    :param signals: signal name -> decayed weighted evidence
+    """
+
+    count: float
+    routes: int
+    intervals: int
+    signals: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reputation(Op):
+    """Read and update one identity's reputation state: decaying evidence, cadence, bursts, sequences.
+
+    Evidence decays lazily, by 2^(-elapsed / half-life) when the identity is
+    next seen. It is an observation: recorded whatever the batch's fate.
+    ``arrival`` counts this request (False for evidence recorded after a
+    decision). Result: ``Standing``.
+    """
+
+    identity: str
+    half_life_ms: int
+    ttl_ms: int
+    evidence: tuple[tuple[str, float], ...] = ()
+    arrival: bool = True
+    number: int = -1
+    route_bit: int = 0
+    derived: Derived = Derived()
+
+    LUA = "reputation"
+    spends = False
+
+    @property
+    def key(self) -> str:
+        return "r:" + self.identity
+
+    @property
+    def tag(self) -> str:
+        return self.identity
+
+    def mem_step(self, view: MemView, now_ms: int) -> Step:
+        st: dict[str, Any] = dict(view.get(self.key) or {})
+        d = self.derived
+        t = st.get("t", now_ms)
+        dt = max(now_ms - t, 0)
+        f, fb = 2 ** (-dt / self.half_life_ms), 2 ** (-dt / d.burst_half_life_ms)
+        sig: dict[str, float] = {name: v * f for name, v in st.get("s", {}).items()}
+        n = st.get("n", 0.0) * f
+        b = st.get("b", 0.0) * fb
+        c, m, var = st.get("c", 0), st.get("m", 0.0), st.get("v", 0.0)
+        r = st.get("r", 0)
+
+        def add(name: str, amount: float) -> None:
+            sig[name] = sig.get(name, 0.0) + amount
+
+        last = st.get("a")
+        if self.arrival:
+            n += 1
+            b += 1
+            if last is not None:
+                iat = now_ms - last
+                if c == 0:
+                    m, var = float(iat), 0.0
+                else:
+                    delta = iat - m
+                    m = m + d.alpha * delta
+                    var = (1 - d.alpha) * (var + d.alpha * delta * delta)
+                c += 1
+            last = now_ms
+            if c >= d.cadence_min and m > 0 and math.sqrt(var) / m < d.cadence_cv:
+                add("cadence", d.cadence_weight)
+            if b >= d.burst_rate:
+                add("burst", d.burst_weight)
+        sq = st.get("q", 0)
+        number = st.get("i")
+        if self.number >= 0:
+            sq = sq + 1 if number is not None and abs(self.number - number) == 1 else 0
+            number = self.number
+            if sq >= d.sequence_min:
+                add("sequence", d.sequence_weight)
+        for name, amount in self.evidence:
+            add(name, amount)
+        prev = r
+        if self.route_bit and not r & self.route_bit:
+            r += self.route_bit
+        kept = {name: v for name, v in sorted(sig.items()) if v >= 0.001}
+        state = {"t": now_ms, "n": n, "b": b, "c": c, "m": m, "v": var, "r": r, "q": sq, "s": kept}
+        if last is not None:
+            state["a"] = last
+        if number is not None:
+            state["i"] = number
+        result = Standing(
+            count=math.floor(n * 1000) / 1000,
+            routes=prev,
+            intervals=c,
+            signals=tuple((name, math.floor(v * 1000) / 1000) for name, v in kept.items()),
+        )
+        return Step(result, observe=[(self.key, state, now_ms + self.ttl_ms)])
+
+    def redis_keys(self, prefix: str, now_ms: int) -> list[str]:
+        return [rkey(prefix, self.tag, "r")]
+
+    def redis_args(self, now_ms: int) -> list[str | int | float]:
+        d = self.derived
+        args: list[str | int | float] = [
+            self.half_life_ms, d.burst_half_life_ms, self.ttl_ms, int(self.arrival), self.number, self.route_bit,
+            repr(d.alpha), d.cadence_min, repr(d.cadence_cv), repr(d.cadence_weight),
+            repr(d.burst_rate), repr(d.burst_weight), d.sequence_min, repr(d.sequence_weight),
+        ]  # fmt: skip
+        for name, amount in self.evidence:
+            args += [name, repr(float(amount))]
+        return args
+
+    def decode(self, raw: Any) -> Standing:
+        n, routes, intervals = int(raw[0]), int(raw[1]), int(raw[2])
+        pairs = raw[3:]
+        signals = tuple(
+            (pairs[i].decode() if isinstance(pairs[i], bytes) else str(pairs[i]), int(pairs[i + 1]) / 1000)
+            for i in range(0, len(pairs), 2)
+        )
+        return Standing(count=n / 1000, routes=routes, intervals=intervals, signals=signals)
+
+
+__all__ = [
+    "REPLAY_SHARDS",
+    "ClaimOnce",
+    "Cooldown",
+    "CountDistinct",
+    "Derived",
+    "Reputation",
+    "Standing",
+    "TakeTokens",
+    "replay_shard",
+    "replay_shard_tag",
+]

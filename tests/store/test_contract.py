@@ -24,6 +24,7 @@ from authz.store import (
     Tokens,
     store_from_url,
 )
+from authz.store.ops import Derived, Reputation
 from tests.store.conftest import T0, Backend, settle
 
 
@@ -249,3 +250,57 @@ async def test_memory_store_forgets_expired_keys() -> None:
     assert len(store) == 2000
     await store.apply([], T0 + 2_000)
     assert len(store) == 0
+
+
+# -- reputation ------------------------------------------------------------------------
+
+HOUR = 3_600_000
+
+
+async def test_reputation_evidence_decays_by_half_each_half_life(store: Store) -> None:
+    op = Reputation("ip:192.0.2.1", half_life_ms=HOUR, ttl_ms=4 * HOUR, evidence=(("probe.traversal", 8.0),))
+    (first,) = await store.apply([op], T0)
+    assert dict(first.signals) == {"probe.traversal": 8.0} and first.count == 1.0
+    (later,) = await store.apply([Reputation("ip:192.0.2.1", HOUR, 4 * HOUR, arrival=False)], T0 + HOUR)
+    assert dict(later.signals) == {"probe.traversal": 4.0} and later.count == 0.5
+    (much,) = await store.apply([Reputation("ip:192.0.2.1", HOUR, 4 * HOUR, arrival=False)], T0 + 14 * HOUR)
+    assert much.signals == ()  # below 0.001: forgotten
+
+
+async def test_reputation_sees_a_metronome_sequential_ids_and_bursts(store: Store) -> None:
+    derived = Derived(cadence_min=5, cadence_cv=0.05, burst_rate=20, sequence_min=3, burst_half_life_ms=10_000)
+    standing = None
+    for i in range(12):
+        op = Reputation("sub:bot", HOUR, 4 * HOUR, number=100 + i, derived=derived)
+        (standing,) = await store.apply([op], T0 + i * 2000)  # exactly every 2 s
+    assert standing is not None
+    signals = dict(standing.signals)
+    assert signals["cadence"] == pytest.approx(7, abs=0.2)  # from the 5th interval on (decayed a little)
+    assert signals["sequence"] > 0 and "burst" not in signals
+    assert standing.intervals == 11
+    at = T0
+    for i in range(25):  # 25 requests within a second, irregularly: a burst, no cadence
+        at += (5, 75, 20, 60)[i % 4]
+        (standing,) = await store.apply([Reputation("sub:fast", HOUR, 4 * HOUR, derived=derived)], at)
+    assert "burst" in dict(standing.signals) and "cadence" not in dict(standing.signals)
+
+
+async def test_reputation_remembers_the_routes_reached(store: Store) -> None:
+    (a,) = await store.apply([Reputation("sess:x", HOUR, HOUR, route_bit=1)], T0)
+    (b,) = await store.apply([Reputation("sess:x", HOUR, HOUR, route_bit=4)], T0 + 1)
+    (c,) = await store.apply([Reputation("sess:x", HOUR, HOUR, route_bit=1)], T0 + 2)
+    assert (a.routes, b.routes, c.routes) == (0, 1, 5)
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+async def test_every_backend_computes_reputation_as_the_memory_store_does(backend: Backend, seed: int) -> None:
+    rnd = random.Random(seed)
+    reference = MemoryStore(epoch_ms=T0)
+    derived = Derived(cadence_min=3, cadence_cv=0.3, burst_rate=5, sequence_min=2, burst_half_life_ms=3000)
+    now = T0
+    for _ in range(120):
+        now += rnd.choice([0, 5, 100, 999, 1000, 1001, 30_000])
+        ident = rnd.choice(["ip:198.51.100.1", "sub:alice", "net:198.51.100.0/24"])
+        evidence = tuple((rnd.choice(["ua.automation", "auth.failure", "list.tor"]), rnd.choice([0.25, 1.0, 3.5])) for _ in range(rnd.randint(0, 2)))
+        op = Reputation(ident, 600_000, 2_400_000, evidence=evidence, arrival=rnd.random() < 0.8, number=rnd.choice([-1, 5, 6, 7]), route_bit=rnd.choice([0, 1, 2, 8]), derived=derived)
+        assert await backend.store.apply([op], now) == await reference.apply([op], now), now

@@ -132,6 +132,83 @@ OPS.distinct = function(k, a)
   return {n, exceeded and 1 or 0}, exceeded and a[4] == '1', nil
 end
 
+-- Reputation. KEYS: the identity's hash. ARGV: half-life, burst half-life, ttl, arrival (0/1),
+-- numeric id (-1: none), route bit (0: none), cadence alpha, cadence min count, cadence max cv,
+-- cadence weight, burst rate, burst weight, sequence min run, sequence weight, then name/amount
+-- pairs of evidence. Everything decays lazily: on each call by 2^(-elapsed / half-life).
+-- Reply: {count, previous route bits, cadence count, name, value, ...}, values x 1000, floored.
+-- Always recorded, whatever the batch's fate (evidence is an observation).
+OPS.reputation = function(k, a)
+  local h, hb, ttl = tonumber(a[1]), tonumber(a[2]), tonumber(a[3])
+  local arrival, num, bitv = a[4] == '1', tonumber(a[5]), tonumber(a[6])
+  local alpha, cmin, cvmax, cw = tonumber(a[7]), tonumber(a[8]), tonumber(a[9]), tonumber(a[10])
+  local brate, bw, smin, sw = tonumber(a[11]), tonumber(a[12]), tonumber(a[13]), tonumber(a[14])
+  local raw = redis.call('HGETALL', k[1])
+  local st = {}
+  for i = 1, #raw, 2 do st[raw[i]] = tonumber(raw[i + 1]) end
+  local t = st.t or now
+  local dt = math.max(now - t, 0)
+  local f, fb = 2 ^ (-dt / h), 2 ^ (-dt / hb)
+  local out = {}
+  local sig = {}
+  for name, v in pairs(st) do
+    if string.sub(name, 1, 2) == 's.' then sig[string.sub(name, 3)] = v * f end
+  end
+  local n = (st.n or 0) * f
+  local b = (st.b or 0) * fb
+  local c, m, var = st.c or 0, st.m or 0, st.v or 0
+  local r = st.r or 0
+  local add = function(name, amount) sig[name] = (sig[name] or 0) + amount end
+  if arrival then
+    n = n + 1
+    b = b + 1
+    if st.a then
+      local iat = now - st.a
+      if c == 0 then
+        m, var = iat, 0
+      else
+        local d = iat - m
+        m = m + alpha * d
+        var = (1 - alpha) * (var + alpha * d * d)
+      end
+      c = c + 1
+    end
+    st.a = now
+    if c >= cmin and m > 0 and math.sqrt(var) / m < cvmax then add('cadence', cw) end
+    if b >= brate then add('burst', bw) end
+  end
+  local sq = st.q or 0
+  if num >= 0 then
+    if st.i and math.abs(num - st.i) == 1 then sq = sq + 1 else sq = 0 end
+    st.i = num
+    if sq >= smin then add('sequence', sw) end
+  end
+  for i = 15, #a, 2 do add(a[i], tonumber(a[i + 1])) end
+  local prev = r
+  if bitv > 0 and bit.band(r, bitv) == 0 then r = r + bitv end
+  redis.call('DEL', k[1])
+  local fields = {'t', now, 'n', string.format('%.17g', n), 'b', string.format('%.17g', b), 'c', c,
+                  'm', string.format('%.17g', m), 'v', string.format('%.17g', var), 'r', r, 'q', sq}
+  if st.a then fields[#fields + 1] = 'a'; fields[#fields + 1] = st.a end
+  if st.i then fields[#fields + 1] = 'i'; fields[#fields + 1] = st.i end
+  local reply = {math.floor(n * 1000), prev, c}
+  local names = {}
+  for name in pairs(sig) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local v = sig[name]
+    if v >= 0.001 then
+      fields[#fields + 1] = 's.' .. name
+      fields[#fields + 1] = string.format('%.17g', v)
+      reply[#reply + 1] = name
+      reply[#reply + 1] = math.floor(v * 1000)
+    end
+  end
+  redis.call('HSET', k[1], unpack(fields))
+  redis.call('PEXPIRE', k[1], ttl + GC_MARGIN)
+  return reply, false, nil
+end
+
 local replies = {0}
 local writes = {}
 local refused = false
