@@ -177,6 +177,9 @@ class Decision:
     remove_headers: list[str] = field(default_factory=list)
     body: bytes = b""
     duration_us: int = 0
+    #: the reputation score (0-100) and its top signals with their share, when the route scores
+    score: float | None = None
+    top_signals: list[tuple[str, float]] = field(default_factory=list)
     # facts of the request kept for the log and the admin API (never secrets)
     method: str = ""
     host: str = ""
@@ -184,6 +187,12 @@ class Decision:
     path: str = ""
     door: str = ""
     route_path: str = ""
+    #: the proxy's id of the request (x-request-id): joins Envoy's access log to this decision
+    request_id: str = ""
+    #: what the request said of itself that a replay of the log needs (never a credential):
+    #: the user agent (bounded) and which ordinary headers it carried
+    user_agent: str = ""
+    plain_headers: str = ""
 
     @property
     def allowed(self) -> bool:
@@ -210,12 +219,22 @@ class Decision:
             "client_ip": ident.client_ip,
             "duration_us": self.duration_us,
         }
-        if ident.subject:
-            rec["subject"] = ident.subject
-        if ident.key_id:
-            rec["key_id"] = ident.key_id
-        if ident.method:
-            rec["auth_method"] = ident.method
+        optional = {
+            "subject": ident.subject,
+            "key_id": ident.key_id,
+            "auth_method": ident.method,
+            "tier": ident.tier,
+            "bot": ident.bot,
+            "country": ident.country,
+            "asn": ident.asn,
+            "request_id": self.request_id,
+            "user_agent": self.user_agent,
+            "headers": self.plain_headers,
+        }
+        rec.update((name, value) for name, value in optional.items() if value)
+        if self.score is not None:
+            rec["score"] = self.score
+            rec["top_signals"] = [[name, share] for name, share in self.top_signals]
         if self.signals:
             rec["signals"] = dict(self.signals)
         return rec

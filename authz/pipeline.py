@@ -10,6 +10,7 @@ a 503 ``internal.error`` (fail closed), logged once with the decision id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import traceback
@@ -41,6 +42,11 @@ from authz.store.base import Op, PartialFailure, Store
 from authz.store.memory import MemoryStore
 
 log = logging.getLogger("authz.engine")
+
+#: background evidence batches in flight at most; more are dropped (and counted)
+MAX_RECORDING = 1000
+#: answers held by tarpits at once at most
+MAX_TARPITS = 256
 
 
 def safe_traceback(exc: BaseException) -> str:
@@ -79,6 +85,11 @@ class Engine:
         self.on_decision = on_decision
         #: buckets of this process alone, for quotas that fall back to them when the store fails
         self.local_store = MemoryStore(epoch_ms=0)
+        self._recording: set[asyncio.Task[None]] = set()
+        self._tarpits = 0
+        #: evidence batches dropped (too many pending, or the store failed), tarpits not held (too many)
+        self.records_dropped = 0
+        self.tarpits_skipped = 0
 
     async def decide(self, req: Request) -> Decision:
         """The decision on one request. Never raises: anything unexpected is ``internal.error``."""
@@ -90,6 +101,9 @@ class Engine:
             route_name = await self._run(ctx, policy)
             duration_us = (time.perf_counter_ns() - started) // 1000
             decision = respond.finish(ctx, route_name, duration_us, policy.upstream_headers)
+            # 8. record: what the outcome revealed (a refusal's evidence), off the critical path
+            if ctx.outcome is not None:
+                self._record(ctx.outcome(decision.reason.code), ctx.now_ms)
         except Exception as exc:
             decision = respond.failed(req, ctx)
             log.error(
@@ -97,7 +111,42 @@ class Engine:
                 req, decision.id, decision.route, safe_traceback(exc),
             )  # fmt: skip
         self._emit(decision)
+        if ctx is not None and ctx.delay_ms and decision.allowed:
+            await self._tarpit(ctx.delay_ms)
         return decision
+
+    def _record(self, ops: list[Op], now_ms: int) -> None:
+        """Apply ``ops`` in a second, background batch; bounded, never raising into the request."""
+        if not ops:
+            return
+        if len(self._recording) >= MAX_RECORDING:
+            self.records_dropped += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._apply_record(ops, now_ms))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _apply_record(self, ops: list[Op], now_ms: int) -> None:
+        try:
+            await self.store.apply(ops, now_ms)
+        except StoreError:
+            self.records_dropped += 1  # evidence is best effort; a failed store is reported elsewhere
+
+    async def settle(self) -> None:
+        """Wait for the background records (tests, shutdown)."""
+        while self._recording:
+            await asyncio.gather(*list(self._recording), return_exceptions=True)
+
+    async def _tarpit(self, delay_ms: int) -> None:
+        """Hold an answer (tarpit), at most MAX_TARPITS at a time: past that, answer at once."""
+        if self._tarpits >= MAX_TARPITS:
+            self.tarpits_skipped += 1
+            return
+        self._tarpits += 1
+        try:
+            await asyncio.sleep(delay_ms / 1000)
+        finally:
+            self._tarpits -= 1
 
     def malformed(self, req: Request, reason: Reason, detail: str) -> Decision:
         """The decision for a request its door could not even read. Never raises."""
@@ -162,6 +211,10 @@ class Engine:
                 ctx.refuse(ROUTE_DENY)
             return route.name
 
+        rep, scoring = route.reputation, policy.reputation
+        if rep is not None and scoring is not None:
+            ctx.outcome = lambda code: scoring.outcome_ops(ctx, code, rep)
+
         # 3. authenticate: JWT / signatures / anonymous (pure CPU, cached)
         await authenticate(ctx, route.auth, route.anonymous)
         if ctx.reason is not None:
@@ -172,6 +225,8 @@ class Engine:
         tier = ctx.identity.tier
         for quota, cost in route.tiers.get(tier, route.quotas) if tier else route.quotas:
             quota.plan(ctx, cost)
+        if rep is not None and scoring is not None:
+            scoring.plan(ctx, rep)
 
         # 5. apply: one store round trip for all of them, atomically
         if ctx.ops:
@@ -179,12 +234,14 @@ class Engine:
                 results = await self.store.apply(ctx.ops, ctx.now_ms)
             except StoreError as exc:
                 self._store_failed(ctx, route.on_store_error, exc)
-                return route.name
-            # 6. judge: each check reads its own result; the first refusal decides
-            for check, op, result in zip(ctx.checks, ctx.ops, results, strict=True):
-                check.judge(result, op, ctx)
+            else:
+                # 6. judge: each check reads its own result; the first refusal decides
+                for check, op, result in zip(ctx.checks, ctx.ops, results, strict=True):
+                    check.judge(result, op, ctx)
+            for finish in ctx.finalizers:  # judgements over several results (the reputation score)
+                finish(ctx)
 
-        # 7. respond (in decide): headers, body, signals
+        # 7. respond (in decide): headers, body, signals; 8. record (in decide): the outcome's evidence
         return route.name
 
     def _store_failed(self, ctx: Ctx, modes: Mapping[str, str], exc: StoreError) -> None:

@@ -27,6 +27,7 @@ The schema, by example (examples/policy.yaml is the annotated version)::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 
@@ -40,6 +41,7 @@ from authz.paths import ALLOWABLE, BY_NAME, NEVER_ALLOWED, NO_PROBLEM, PathProbl
 from authz.policy.model import CHECK_KINDS, DEFAULT_ON_STORE_ERROR, STORE_ERROR_MODES, IpRules, Limits, Policy, Route
 from authz.stages.authenticate import Authenticator, MethodKind, registered_kinds
 from authz.stages.quota import DistinctLimit, Quota, compile_quotas
+from authz.stages.reputation import RouteReputation, compile_reputation, compile_route_reputation
 from authz.stages.respond import UPSTREAM_HEADERS
 from authz.stages.route import Match
 
@@ -62,7 +64,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     kinds = registered_kinds()
     sections = {k.section: k for k in kinds.values() if k.section}
     root.keys(
-        allowed={"version", "keys_file", "trusted_proxies", "limits", "paths", "ip_lists", "ip", "quotas", "routes", *sections},
+        allowed={"version", "keys_file", "trusted_proxies", "limits", "paths", "ip_lists", "ip", "quotas", "reputation", "routes", *sections},
         required={"version", "routes"},
     )
     version = root.get("version")
@@ -89,16 +91,30 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
             _name(name, node.get(name))
             authenticators[f"{kind.kind}:{name}"] = kind.compile(name, cfg, cc)
 
+    reputation = compile_reputation(root.get("reputation"), cc) if root.has("reputation") else None
+    route_bits = _journey_bits(root.get("routes"))
+
     routes: list[Route] = []
     seen: dict[str, int] = {}
     for rnode in root.get("routes").items():
         route = _route(rnode, lists, quotas, authenticators, kinds, global_ip, path_allow)
+        if rnode.has("reputation"):
+            rep = compile_route_reputation(rnode.get("reputation"), quotas, route_bits, route.name, reputation)
+            route = dataclasses.replace(route, reputation=rep)
+        elif route.name in route_bits:
+            # a route others expect as a predecessor is tracked even when it does not score
+            route = dataclasses.replace(route, reputation=RouteReputation(bit=route_bits[route.name]))
         if route.name in seen:
             rnode.get("name").error(f"route name {route.name!r} already used on line {seen[route.name]}")
         seen[route.name] = rnode.line
         routes.append(route)
     if not routes:
         root.get("routes").error("a policy needs at least one route")
+    for rnode in root.get("routes").items():
+        if rnode.has("reputation") and rnode.get("reputation").has("after"):
+            for item in rnode.get("reputation").get("after").items():
+                if item.value not in seen:
+                    item.error(f"no route named {item.value!r} (a journey's predecessors are routes, by name)")
 
     upstream_headers = UPSTREAM_HEADERS.union(*(a.upstream_header_names() for a in authenticators.values()))
     return Policy(
@@ -113,7 +129,23 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
         authenticators=authenticators,
         keyring=cc.keyring,
         upstream_headers=upstream_headers,
+        reputation=reputation,
     )
+
+
+def _journey_bits(routes: Node) -> dict[str, int]:
+    """A bit for every route some route's ``reputation.after`` names (its journey's predecessors)."""
+    names: list[str] = []
+    for rnode in routes.items():
+        if isinstance(rnode.value, dict) and rnode.has("reputation") and isinstance(rnode.get("reputation").value, dict):
+            rep = rnode.get("reputation")
+            if rep.has("after"):
+                for item in rep.get("after").items():
+                    if isinstance(item.value, str) and item.value not in names:
+                        names.append(item.value)
+                        if len(names) > 30:
+                            item.error("at most 30 routes can be journey predecessors")
+    return {name: 1 << i for i, name in enumerate(names)}
 
 
 def _readable(node: Node, cc: CompileContext[KeyRing]) -> str:
@@ -297,7 +329,7 @@ def _route(
     path_allow: PathProblem,
 ) -> Route:
     node.keys(
-        allowed={"name", "match", "action", "ip", "auth", "quota", "tiers", "on_store_error"},
+        allowed={"name", "match", "action", "ip", "auth", "quota", "tiers", "reputation", "on_store_error"},
         required={"name"},
     )
     name = _name(node.get("name").str(), node.get("name"))

@@ -16,6 +16,7 @@ from authz.paths import NO_PROBLEM, PathProblem
 from authz.stages.authenticate import Authenticator
 from authz.stages.identify import IpRules
 from authz.stages.quota import DistinctLimit, Quota
+from authz.stages.reputation import ReputationStage
 from authz.stages.respond import UPSTREAM_HEADERS
 from authz.stages.route import CHECK_KINDS, DEFAULT_ON_STORE_ERROR, STORE_ERROR_MODES, Match, Route
 
@@ -46,6 +47,8 @@ class Policy:
     quotas: dict[str, Quota | DistinctLimit] = field(default_factory=dict)
     authenticators: dict[str, Authenticator] = field(default_factory=dict)
     keyring: KeyRing = EMPTY_KEYRING
+    #: how evidence is weighed and kept (None: no route scores)
+    reputation: ReputationStage | None = None
     #: every request header authz may set on an allowed request under this policy
     #: (its own x-authz-* and each method's, e.g. JWT claim headers); a client-sent
     #: one that this request's decision did not set is removed

@@ -4,6 +4,7 @@ respond stage turns it into a ``Decision``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from authz.decision import Identity, Reason
@@ -31,6 +32,14 @@ class Ctx:
         "offers",
         "degraded",
         "evidence",
+        "late_evidence",
+        "finalizers",
+        "score",
+        "top_signals",
+        "delay_ms",
+        "challenge",
+        "decoy",
+        "outcome",
     )
 
     def __init__(self, req: Request, now_ms: int, decision_id: str) -> None:
@@ -63,6 +72,19 @@ class Ctx:
         #: what this request shows about its sender before the decision, (signal, strength 0..1):
         #: the reputation stage weighs it into the senders' scores
         self.evidence: list[tuple[str, float]] = []
+        #: evidence found while judging (a broken journey): recorded with the decision's outcome
+        self.late_evidence: list[tuple[str, float]] = []
+        #: run once every result has been judged (a judgement over several results)
+        self.finalizers: list[Callable[[Ctx], None]] = []
+        #: the reputation score (0-100) and its top signals with their share, when the route scores
+        self.score: float | None = None
+        self.top_signals: list[tuple[str, float]] = []
+        #: hold the answer this long (tarpit), a proof-of-work difficulty to ask for, a decoy answer
+        self.delay_ms = 0
+        self.challenge = 0
+        self.decoy: tuple[int, str, bytes] | None = None
+        #: the evidence a decision's reason code reveals, as operations for a background batch
+        self.outcome: Callable[[str], list[Op]] | None = None
         #: the route's authentication methods, asked for their offers on a 401 (Accept-Signature)
         self.offers: tuple[Offers, ...] = ()
 

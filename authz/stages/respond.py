@@ -21,9 +21,19 @@ from authz.stages.context import Ctx
 HEADER_PREFIX = "x-authz-"
 DECISION_ID = "x-authz-decision-id"
 #: the headers this stage sets on an allowed request (methods add their own, e.g. JWT claims)
-UPSTREAM_HEADERS = frozenset({DECISION_ID, "x-authz-client-ip", "x-authz-auth", "x-authz-subject", "x-authz-key-id"})
+UPSTREAM_HEADERS = frozenset(
+    {
+        DECISION_ID, "x-authz-client-ip", "x-authz-auth", "x-authz-subject", "x-authz-key-id",
+        # answers decided without the store, shadow quotas that would have refused, the reputation score
+        "x-authz-degraded", "x-authz-shadow", "x-authz-score", "x-authz-signals",
+    }
+)  # fmt: skip
 #: names no method may set: the above, and the two the HTTP door's nginx convention answers refusals with
 RESERVED_HEADERS = UPSTREAM_HEADERS | {"x-authz-status", "x-authz-reason"}
+
+
+#: ordinary headers whose presence the decision log keeps (replays and the simulator read it)
+_PLAIN = ("accept", "accept-language", "accept-encoding", "referer", "cookie")
 
 
 def finish(ctx: Ctx, route_name: str, duration_us: int = 0, managed: frozenset[str] = UPSTREAM_HEADERS) -> Decision:
@@ -47,7 +57,19 @@ def finish(ctx: Ctx, route_name: str, duration_us: int = 0, managed: frozenset[s
         path=req.path,
         door=req.door,
         route_path=req.known_route_path,
+        request_id=req.request_id,
+        user_agent=req.headers.get("user-agent", "")[:256],
+        plain_headers=",".join(h for h in _PLAIN if h in req.headers),
+        score=ctx.score,
+        top_signals=ctx.top_signals,
     )
+    if ctx.decoy is not None:
+        # a decoy looks like the API answering: none of authz's own headers, no reason
+        status, content_type, decoy_body = ctx.decoy
+        decision.status = status
+        decision.client_headers = [("content-type", content_type), ("cache-control", "no-store")]
+        decision.body = decoy_body
+        return decision
     if reason.outcome is Outcome.ALLOW:
         up = ctx.upstream_headers
         up.append((DECISION_ID, ctx.id))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from authz.request import Request
     from authz.stages.authenticate import Authenticator
     from authz.stages.quota import DistinctLimit, Quota
+    from authz.stages.reputation import RouteReputation
 
 #: what a stateful check family does when the store fails, unless a route says otherwise:
 #: open (allow, tagged), closed (refuse 503), local (quotas only: a per-process bucket)
@@ -85,6 +86,8 @@ class Route:
     quotas: tuple[tuple[Quota | DistinctLimit, int | None], ...] = ()
     #: quota tier (Identity.tier) -> the quotas that replace ``quotas`` for clients of that tier
     tiers: Mapping[str, tuple[tuple[Quota | DistinctLimit, int | None], ...]] = field(default_factory=dict)
+    #: what the route does about reputation scores (None: the route does not score)
+    reputation: RouteReputation | None = None
     #: check family -> open | closed | local, when the store fails
     on_store_error: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(DEFAULT_ON_STORE_ERROR))
 

@@ -1,0 +1,529 @@
+"""Stage 4/6 for reputation: a behavioural score per identity, and what a route does about it.
+
+Bots that rotate addresses, pace themselves and send valid-looking requests
+are caught by how *sequences* of requests behave. Every request adds its
+evidence (``ctx.evidence``: automation user agents, probes, list labels...,
+weighted here) to the decaying state of each of its identities (address,
+subnet, subject, key id, session, device) in the request's single store
+call; the store also infers what needs history (a metronome cadence, bursts,
+sequential ids, the routes reached). The score of an identity is
+
+    score = 100 * evidence / (evidence + scale)
+
+over its decayed, weighted evidence (``scale``: the evidence that makes a
+score of 50). A request's score is the highest of its identities' scores,
+each weighted by how much its kind says about one sender (a subnet is shared
+by many). What a decision reveals only once it is made (an authentication
+failure, a replay, a quota refusal, later the backend's status) is recorded
+after the decision, off the critical path (``outcome_ops``).
+
+A route's ``reputation`` says what to do at which score: tag (score and top
+signals to the upstream), throttle (a stricter quota), tarpit (hold the answer,
+bounded), challenge (proof of work), a decoy answer, deny. In monitor mode
+(global or per route) the would-be action is only recorded. An agent that
+proved who it is (``tier: verified-bot``) is never scored as bad automation.
+Every decision with a score records its top contributing signals: the decision
+log, the admin API and, when configured, an upstream header show them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from authz.decision import Outcome, reason
+from authz.stages.context import Ctx
+from authz.stages.quota import Quota, subnet_of
+from authz.store.base import Op, Result, Tokens
+from authz.store.ops import Derived, Reputation, Standing, TakeTokens
+
+if TYPE_CHECKING:
+    from authz.config.context import CompileContext
+    from authz.config.source import Node
+    from authz.keys import KeyRing
+
+REPUTATION_DENIED = reason("reputation.denied", Outcome.DENY, 403, "The client's behavioural score is above the route's deny threshold; the decision's signals say why.")
+REPUTATION_THROTTLED = reason("reputation.throttled", Outcome.LIMIT, 429, "The client's score put it under the route's stricter quota, which is used up; Retry-After says when to retry.")
+REPUTATION_DECOY = reason("reputation.decoy", Outcome.DENY, 404, "The client's score is above the route's decoy threshold: it got the configured decoy answer instead of the API.")
+REPUTATION_CHALLENGED = reason("reputation.challenged", Outcome.CHALLENGE, 429, "The client's score is above the route's challenge threshold: it must solve the proof of work in the answer's headers.")
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A kind of evidence: its default weight, and whether it counts only for anonymous requests.
+
+    ``anonymous_only`` signals describe what any program looks like (a library's
+    user agent, a steady cadence): an authenticated integration is expected to
+    look like that, so they count only when no credential was verified.
+    """
+
+    weight: float
+    description: str
+    anonymous_only: bool = False
+
+
+#: every signal the reputation stage knows, by name (a prefix ends with "."), with its default weight
+SIGNALS: dict[str, Signal] = {
+    # recorded after the decision: what the outcome revealed
+    "auth.failure": Signal(3.0, "a credential (token, signature, key) was presented and refused"),
+    "login.failure": Signal(4.0, "a sensitive route (a login) refused the client, or its backend answered 401/403"),
+    "replay": Signal(6.0, "a single-use credential was presented again"),
+    "quota.exhausted": Signal(1.0, "a quota refused the request"),
+    "quota.cooldown": Signal(2.0, "the client kept exhausting a quota and is held out"),
+    "distinct.": Signal(3.0, "a distinct-count limit in signal mode was exceeded (addresses per token, subjects per address)"),
+    "journey": Signal(3.0, "a route was reached without any of its expected predecessors"),
+    "status.404": Signal(0.5, "the backend answered 404 (path enumeration by an access log)"),
+    "status.4xx": Signal(0.3, "the backend answered another 4xx"),
+    # inferred by the store from the identity's history
+    "cadence": Signal(1.0, "inter-arrival times too regular for a person (coefficient of variation below the threshold)", anonymous_only=True),
+    "burst": Signal(1.0, "more requests within seconds than a person sends"),
+    "sequence": Signal(2.0, "consecutive numeric ids requested one after another (/items/41, /items/42...)"),
+    # found in the request itself (other stages add them to ctx.evidence)
+    "ua.automation": Signal(0.5, "a library or headless-browser user agent", anonymous_only=True),
+    "headers.missing": Signal(0.5, "ordinary browser headers (accept, accept-language, user-agent) are missing", anonymous_only=True),
+    "ua.fingerprint_mismatch": Signal(4.0, "the user agent claims a browser the TLS fingerprint contradicts"),
+    "probe.": Signal(5.0, "injection or traversal patterns, or a scanner's favourite path"),
+    "list.": Signal(1.0, "the address is on a labelled list (datacenter, Tor exit, abuse feed); capped by the list's strength"),
+    "network.hosting": Signal(0.5, "the address belongs to a hosting provider's network"),
+    "geo.travel": Signal(3.0, "the same token or session appeared from countries too far apart too soon"),
+    "agent.": Signal(4.0, "an agent signature that did not verify (forged, expired, replayed)"),
+}
+
+#: the identities that can be scored, and how much one kind says about one sender
+IDENTITY_KINDS: dict[str, float] = {"ip": 1.0, "subnet": 0.6, "subject": 1.0, "key_id": 1.0, "session": 1.0, "device": 1.0}
+ACTIONS = ("tag", "throttle", "tarpit", "challenge", "decoy", "deny")
+_NUMBER = re.compile(r"/(\d{1,15})(?:/|$|\.)")
+_MAX_PART = 96
+
+
+def signal_for(name: str) -> Signal | None:
+    """The signal an evidence name belongs to: its exact entry, else its family (``probe.``)."""
+    spec = SIGNALS.get(name)
+    if spec is not None:
+        return spec
+    family = name[: name.find(".") + 1] if "." in name else ""
+    return SIGNALS.get(family)
+
+
+def _part(value: str) -> str:
+    if len(value) <= _MAX_PART and "{" not in value and "}" not in value:
+        return value
+    return "h:" + hashlib.sha256(value.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Do ``do`` at scores of ``at`` and above."""
+
+    at: float
+    do: str
+    quota: Quota | None = None
+    delay_ms: int = 0
+    decoy: Decoy | None = None
+    difficulty: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decoy:
+    """A configured answer that wastes a scraper's effort without telling it it was caught."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RouteReputation:
+    """A route's reputation rules, compiled."""
+
+    actions: tuple[Action, ...] = ()
+    monitor: bool = False
+    #: the route bits this route expects an identity to have reached before (journeys)
+    after: int = 0
+    after_names: tuple[str, ...] = ()
+    #: this route's own bit (0: not tracked)
+    bit: int = 0
+    #: a login-like route: its refusals count as login failures of the address and subnet
+    sensitive: bool = False
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ReputationStage:
+    """The global ``reputation`` section, compiled: how evidence is weighed and kept."""
+
+    half_life_ms: int = 600_000
+    ttl_ms: int = 2_400_000
+    scale: float = 10.0
+    identities: tuple[str, ...] = ("ip", "subnet", "subject", "key_id", "session", "device")
+    kind_weights: Mapping[str, float] = field(default_factory=lambda: dict(IDENTITY_KINDS))
+    weights: Mapping[str, float] = field(default_factory=dict)
+    derived: Derived = Derived()
+    monitor: bool = False
+    #: upstream headers: the score always (x-authz-score), the top signals on "tag"
+    score_header: bool = True
+    max_tarpit_ms: int = 200
+    top: int = 3
+
+    @property
+    def kind(self) -> str:
+        return "reputation"
+
+    # -- weights -----------------------------------------------------------------
+
+    def weight(self, name: str, anonymous: bool) -> float:
+        """The weight of one unit of ``name`` evidence for this request (0: it does not count)."""
+        spec = signal_for(name)
+        if spec is not None and spec.anonymous_only and not anonymous:
+            return 0.0
+        override = self.weights.get(name)
+        if override is None and "." in name:
+            override = self.weights.get(name[: name.find(".") + 1])
+        if override is not None:
+            return override
+        return spec.weight if spec is not None else 1.0
+
+    def _derived(self, anonymous: bool) -> Derived:
+        d = self.derived
+        if anonymous:
+            return d
+        return Derived(
+            d.alpha, d.cadence_min, d.cadence_cv, 0.0, d.burst_half_life_ms, d.burst_rate, d.burst_weight,
+            d.sequence_min, d.sequence_weight,
+        )  # fmt: skip
+
+    # -- identities ------------------------------------------------------------------
+
+    def identities_of(self, ctx: Ctx) -> list[tuple[str, str]]:
+        """(kind, key) of each identity of this request the policy scores."""
+        ident = ctx.identity
+        out: list[tuple[str, str]] = []
+        for kind in self.identities:
+            if kind == "ip" and ident.client_ip:
+                out.append((kind, f"ip:{ident.client_ip}"))
+            elif kind == "subnet" and ident.client_ip:
+                net = subnet_of(ident.client_ip)
+                if net:
+                    out.append((kind, f"net:{net}"))
+            elif kind == "subject" and ident.subject:
+                out.append((kind, f"sub:{ident.method}:{_part(ident.subject)}"))
+            elif kind == "key_id" and ident.key_id:
+                out.append((kind, f"kid:{ident.method}:{_part(ident.key_id)}"))
+            elif kind == "session" and ident.session:
+                out.append((kind, f"sess:{_part(ident.session)}"))
+            elif kind == "device" and ident.device:
+                out.append((kind, f"dev:{_part(ident.device)}"))
+        return out
+
+    # -- plan -------------------------------------------------------------------------
+
+    def plan(self, ctx: Ctx, route: RouteReputation) -> None:
+        """Add this request's reputation operations (and a throttle's take) to the batch."""
+        if ctx.identity.tier == "verified-bot":
+            ctx.signals.append(("reputation", "verified-bot: not scored"))
+            return
+        anonymous = _anonymous(ctx)
+        evidence = []
+        for name, strength in ctx.evidence:
+            w = self.weight(name, anonymous)
+            if w > 0 and strength > 0:
+                evidence.append((name, round(min(strength, 1.0) * w, 6)))
+        number = -1
+        m = _NUMBER.search(ctx.req.route_path) if route.actions or route.bit else None
+        if m is not None:
+            number = int(m.group(1))
+        derived = self._derived(anonymous)
+        judge = _Judge(self, route, len(self.identities_of(ctx)))
+        for kind, key in self.identities_of(ctx):
+            ctx.plan(
+                Reputation(
+                    key, self.half_life_ms, self.ttl_ms, evidence=tuple(evidence), number=number,
+                    route_bit=route.bit, derived=derived,
+                ),
+                _Part(judge, kind),
+            )  # fmt: skip
+        for action in route.actions:
+            if action.do == "throttle" and action.quota is not None:
+                q = action.quota
+                key, owner = q.by.render(ctx)
+                ctx.plan(TakeTokens(f"{q.name}:{key}", q.interval_ms, q.burst, q.cost, enforce=False, owner=owner), _Throttle(judge))
+        ctx.finalizers.append(judge.finish)
+
+    # -- after the decision ------------------------------------------------------------
+
+    def outcome_ops(self, ctx: Ctx, code: str, route: RouteReputation | None) -> list[Op]:
+        """Evidence that the decision revealed, as operations for a second, background batch."""
+        if ctx.identity.tier == "verified-bot":
+            return []
+        ops = self.evidence_ops(ctx, [*outcome_evidence(code), *ctx.late_evidence])
+        if route is not None and route.sensitive and code.split(".", 1)[0] in ("jwt", "sig", "auth"):
+            # failed logins count against the address and its network, whoever they claim to be
+            ops += self.evidence_ops(ctx, [("login.failure", 1.0)], kinds=("ip", "subnet"))
+        return ops
+
+    def evidence_ops(self, ctx: Ctx, evidence: Sequence[tuple[str, float]], kinds: Sequence[str] | None = None) -> list[Op]:
+        """Reputation operations that add ``evidence`` to the request's identities (no arrival)."""
+        anonymous = _anonymous(ctx)
+        weighted = tuple((n, round(min(s, 1.0) * self.weight(n, anonymous), 6)) for n, s in evidence if s > 0)
+        weighted = tuple((n, w) for n, w in weighted if w > 0)
+        if not weighted:
+            return []
+        return [
+            Reputation(key, self.half_life_ms, self.ttl_ms, evidence=weighted, arrival=False)
+            for kind, key in self.identities_of(ctx)
+            if kinds is None or kind in kinds
+        ]
+
+    # -- the score --------------------------------------------------------------------
+
+    def score(self, standings: Sequence[tuple[str, Standing]], extra: Sequence[tuple[str, float]] = ()) -> tuple[float, str, list[tuple[str, float]]]:
+        """(the request's score, the identity kind that gave it, its top signals with their share of the score)."""
+        best: tuple[float, str, list[tuple[str, float]]] = (0.0, "", [])
+        for kind, standing in standings:
+            signals = dict(standing.signals)
+            for name, amount in extra:
+                signals[name] = signals.get(name, 0.0) + amount
+            total = sum(signals.values())
+            raw = 100.0 * total / (total + self.scale) if total > 0 else 0.0
+            s = raw * self.kind_weights.get(kind, 1.0)
+            if s > best[0]:
+                ranked = sorted(signals.items(), key=lambda kv: -kv[1])[: self.top]
+                best = (s, kind, [(name, round(s * v / total, 1)) for name, v in ranked])
+        return round(best[0], 1), best[1], best[2]
+
+
+def outcome_evidence(code: str) -> list[tuple[str, float]]:
+    """What a decision's reason reveals about the sender."""
+    family = code.split(".", 1)[0]
+    if code.endswith(".replay"):
+        return [("replay", 1.0)]
+    if family in ("jwt", "sig") and code not in ("jwt.keys_unavailable", "sig.replay_unverifiable"):
+        return [("auth.failure", 1.0)]
+    if code == "quota.exhausted":
+        return [("quota.exhausted", 1.0)]
+    if code == "quota.cooldown":
+        return [("quota.cooldown", 1.0)]
+    return []
+
+
+def _anonymous(ctx: Ctx) -> bool:
+    return not (ctx.identity.subject or ctx.identity.key_id)
+
+
+class _Judge:
+    """Collects the identities' standings and the throttle's result, then acts once (a finalizer)."""
+
+    __slots__ = ("stage", "route", "expected", "standings", "throttle")
+
+    def __init__(self, stage: ReputationStage, route: RouteReputation, expected: int) -> None:
+        self.stage = stage
+        self.route = route
+        self.expected = expected
+        self.standings: list[tuple[str, Standing]] = []
+        self.throttle: Tokens | None = None
+
+    def finish(self, ctx: Ctx) -> None:
+        stage, route = self.stage, self.route
+        if not self.standings:
+            return  # the store did not answer for reputation (on_store_error decided)
+        extra: list[tuple[str, float]] = []
+        if route.after and not any(route.after & st.routes for _, st in self.standings):
+            w = stage.weight("journey", _anonymous(ctx))
+            extra.append(("journey", w))
+            ctx.late_evidence.append(("journey", 1.0))
+        score, kind, top = stage.score(self.standings, extra)
+        ctx.score = score
+        ctx.top_signals = top
+        ctx.signals.append(("reputation.score", f"{score:g}"))
+        if kind:
+            ctx.signals.append(("reputation.identity", kind))
+        if top:
+            ctx.signals.append(("reputation.top", ",".join(f"{n}={c:g}" for n, c in top)))
+        if stage.score_header:
+            ctx.upstream_headers.append(("x-authz-score", f"{score:g}"))
+        action = None
+        for a in route.actions:
+            if score >= a.at:
+                action = a
+        if action is None:
+            return
+        if route.monitor or stage.monitor:
+            ctx.signals.append(("reputation.would", action.do))
+            return
+        ctx.signals.append(("reputation.action", action.do))
+        self._act(ctx, action, top)
+
+    def _act(self, ctx: Ctx, action: Action, top: list[tuple[str, float]]) -> None:
+        do = action.do
+        if do == "tag":
+            ctx.upstream_headers.append(("x-authz-signals", ",".join(n for n, _ in top)))
+        elif do == "throttle":
+            t = self.throttle
+            if t is not None and not t.allowed and ctx.reason is None:
+                ctx.refuse(REPUTATION_THROTTLED)
+                ctx.deny_headers.append(("retry-after", str(max((t.retry_after_ms + 999) // 1000, 1))))
+        elif do == "tarpit":
+            ctx.delay_ms = max(ctx.delay_ms, min(action.delay_ms, self.stage.max_tarpit_ms))
+        elif do == "challenge":
+            ctx.refuse(REPUTATION_CHALLENGED)
+            ctx.challenge = action.difficulty or 1
+        elif do == "decoy" and action.decoy is not None:
+            ctx.refuse(REPUTATION_DECOY, status=action.decoy.status)
+            ctx.decoy = (action.decoy.status, action.decoy.content_type, action.decoy.body)
+        elif do == "deny":
+            ctx.refuse(REPUTATION_DENIED)
+
+
+class _Part:
+    """Judges one identity's operation: hands its standing to the request's judge."""
+
+    __slots__ = ("owner", "kind_name")
+
+    def __init__(self, owner: _Judge, kind_name: str) -> None:
+        self.owner = owner
+        self.kind_name = kind_name
+
+    @property
+    def kind(self) -> str:
+        return "reputation"
+
+    def judge(self, result: Result, op: Op, ctx: Ctx) -> None:
+        assert isinstance(result, Standing)
+        self.owner.standings.append((self.kind_name, result))
+
+
+class _Throttle:
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: _Judge) -> None:
+        self.owner = owner
+
+    @property
+    def kind(self) -> str:
+        return "reputation"
+
+    def judge(self, result: Result, op: Op, ctx: Ctx) -> None:
+        assert isinstance(result, Tokens)
+        self.owner.throttle = result
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationStage:
+    """The global ``reputation`` section."""
+    node.keys(allowed={"half_life", "ttl", "scale", "identities", "weights", "cadence", "burst", "sequence", "monitor", "score_header", "max_tarpit", "top"})
+    half_life = node.get("half_life", "10m").duration_ms(min_ms=1000)
+    ttl = node.get("ttl", f"{half_life * 4}ms").duration_ms(min_ms=half_life)
+    identities = []
+    for item in node.get("identities", list(IDENTITY_KINDS)).items():
+        kind = item.str()
+        if kind not in IDENTITY_KINDS:
+            item.error(f"not an identity: {kind!r} (one of {', '.join(IDENTITY_KINDS)})")
+        identities.append(kind)
+    weights: dict[str, float] = {}
+    for name, wnode in node.get("weights", {}).entries():
+        if signal_for(name) is None and not name.endswith("."):
+            wnode.error(f"unknown signal {name!r} (docs/signals.md lists them)")
+        weights[name] = wnode.number(min=0.0, max=1000.0)
+    cad = node.get("cadence", {})
+    cad.keys(allowed={"min_intervals", "max_cv"})
+    burst = node.get("burst", {})
+    burst.keys(allowed={"rate", "window"})
+    seq = node.get("sequence", {})
+    seq.keys(allowed={"min_run"})
+    d = Derived()
+    derived = Derived(
+        alpha=d.alpha,
+        cadence_min=cad.get("min_intervals", d.cadence_min).int(min=2, max=1000),
+        cadence_cv=cad.get("max_cv", d.cadence_cv).number(min=0.0, max=1.0),
+        cadence_weight=weights.get("cadence", SIGNALS["cadence"].weight),
+        burst_half_life_ms=burst.get("window", f"{d.burst_half_life_ms}ms").duration_ms(min_ms=100),
+        burst_rate=burst.get("rate", d.burst_rate).number(min=1.0, max=100_000.0),
+        burst_weight=weights.get("burst", SIGNALS["burst"].weight),
+        sequence_min=seq.get("min_run", d.sequence_min).int(min=1, max=1000),
+        sequence_weight=weights.get("sequence", SIGNALS["sequence"].weight),
+    )
+    return ReputationStage(
+        half_life_ms=half_life,
+        ttl_ms=ttl,
+        scale=node.get("scale", 10.0).number(min=0.1, max=10_000.0),
+        identities=tuple(identities),
+        weights=weights,
+        derived=derived,
+        monitor=node.get("monitor", False).bool(),
+        score_header=node.get("score_header", True).bool(),
+        max_tarpit_ms=node.get("max_tarpit", "200ms").duration_ms(min_ms=0),
+        top=node.get("top", 3).int(min=1, max=20),
+    )
+
+
+def compile_route_reputation(
+    node: Node, quotas: Mapping[str, Any], route_bits: Mapping[str, int], route_name: str, stage: ReputationStage | None
+) -> RouteReputation:
+    """A route's ``reputation`` key: ``{actions: [...], monitor, after: [routes], sensitive}``."""
+    if stage is None:
+        node.error("a route's reputation needs the policy's top-level reputation section")
+    node.keys(allowed={"actions", "monitor", "after", "sensitive"})
+    actions: list[Action] = []
+    last = -1.0
+    for item in node.get("actions", []).items():
+        item.keys(allowed={"at", "do", "quota", "delay", "status", "content_type", "body", "difficulty"}, required={"at", "do"})
+        at = item.get("at").number(min=0.0, max=100.0)
+        if at <= last:
+            item.get("at").error("actions are listed by rising score")
+        last = at
+        do = item.get("do").str(choices=set(ACTIONS))
+        quota = None
+        if do == "throttle":
+            qname = item.get("quota").str()
+            q = quotas.get(qname)
+            if not isinstance(q, Quota):
+                item.get("quota").error(f"no bucket quota named {qname!r} in quotas")
+            quota = q
+        elif item.has("quota"):
+            item.get("quota").error("only throttle takes a quota")
+        delay = item.get("delay", "100ms").duration_ms(min_ms=1) if do == "tarpit" else 0
+        if do == "tarpit" and delay > stage.max_tarpit_ms:
+            item.get("delay").error(f"at most the reputation section's max_tarpit ({stage.max_tarpit_ms} ms): longer holds outlast Envoy's check timeout")
+        decoy = None
+        if do == "decoy":
+            decoy = Decoy(
+                # not 2xx: behind forward-auth, nginx auth_request and Envoy http_service any
+                # 2xx from authz means "allow", so a 2xx decoy would let the request through
+                status=item.get("status", 404).int(min=300, max=599),
+                content_type=item.get("content_type", "application/json").str(),
+                body=item.get("body", "[]").str(nonempty=False).encode(),
+            )
+        difficulty = item.get("difficulty", 18).int(min=1, max=32) if do == "challenge" else 0
+        actions.append(Action(at=at, do=do, quota=quota, delay_ms=delay, decoy=decoy, difficulty=difficulty))
+    after_names = tuple(node.get("after", []).str_list())
+    after = 0
+    for i, name in enumerate(after_names):
+        if name not in route_bits:
+            node.get("after").items()[i].error(f"no route named {name!r} (routes are tracked by name)")
+        after |= route_bits[name]
+    return RouteReputation(
+        actions=tuple(actions),
+        monitor=node.get("monitor", False).bool(),
+        after=after,
+        after_names=after_names,
+        bit=route_bits.get(route_name, 0),
+        sensitive=node.get("sensitive", False).bool(),
+    )
+
+
+__all__ = [
+    "ACTIONS",
+    "IDENTITY_KINDS",
+    "SIGNALS",
+    "Action",
+    "ReputationStage",
+    "RouteReputation",
+    "compile_reputation",
+    "compile_route_reputation",
+    "outcome_evidence",
+    "signal_for",
+]

@@ -1,0 +1,253 @@
+"""The reputation stage through the engine, on the memory store with a pinned clock:
+each signal moves the score the documented way and decays as documented; actions by threshold."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from authz.clock import FixedClock
+from authz.config.context import CompileContext
+from authz.config.source import load
+from authz.decision import DecisionIds
+from authz.errors import ConfigError
+from authz.keys import EMPTY_KEYRING
+from authz.pipeline import Engine
+from authz.policy.compile import compile_policy
+from authz.request import Request
+from authz.stages.authenticate import Authenticator, AuthResult
+from authz.stages.authenticate.jwt import JWT_BAD_SIGNATURE
+from authz.stages.context import Ctx
+from authz.store import MemoryStore
+
+T0 = 1_700_000_000_000
+
+POLICY = """
+version: 1
+quotas:
+  strict: {limit: 2, window: 1m, by: ip}
+reputation:
+  half_life: 10m
+  scale: 10
+  cadence: {min_intervals: 6, max_cv: 0.1}
+  burst: {rate: 30, window: 10s}
+  sequence: {min_run: 3}
+routes:
+  - name: home
+    match: {path: {exact: /}}
+    auth: [anonymous]
+    reputation: {}
+  - name: login
+    match: {path: {exact: /login}}
+    auth: [anonymous]
+    reputation: {sensitive: true}
+  - name: checkout
+    match: {path: {prefix: /checkout}}
+    auth: [anonymous]
+    reputation: {after: [home]}
+  - name: api
+    match: {path: {prefix: /api/}}
+    auth: [anonymous]
+    reputation:
+      actions:
+        - {at: 20, do: tag}
+        - {at: 40, do: throttle, quota: strict}
+        - {at: 60, do: tarpit, delay: 50ms}
+        - {at: 75, do: decoy, status: 404, body: '{"items": []}'}
+        - {at: 90, do: deny}
+  - name: watch
+    match: {path: {prefix: /watch/}}
+    auth: [anonymous]
+    reputation: {monitor: true, actions: [{at: 1, do: deny}]}
+"""
+
+
+class Evidence(Authenticator):
+    """Plays the stages that find evidence in a request: ``x-evidence: name=strength,...``."""
+
+    kind = "evidence"
+    name = "t"
+
+    def present(self, req: Request) -> bool:
+        return "x-evidence" in req.headers or "x-bad" in req.headers
+
+    async def authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
+        if "x-bad" in req.headers:
+            return AuthResult(ok=False, reason=JWT_BAD_SIGNATURE)
+        for item in req.headers["x-evidence"].split(","):
+            name, _, strength = item.partition("=")
+            ctx.evidence.append((name, float(strength)))
+        return AuthResult(ok=True)  # no subject: still an anonymous client
+
+
+def engine(text: str = POLICY) -> Engine:
+    policy = compile_policy(load("p.yaml", text), CompileContext(file="p.yaml", base_dir=".", keyring=EMPTY_KEYRING))
+    routes = tuple(dataclasses.replace(r, auth=(Evidence(),), anonymous=True) for r in policy.routes)
+    policy = dataclasses.replace(policy, routes=routes)
+    return Engine(policy, MemoryStore(epoch_ms=T0), clock=FixedClock(T0), ids=DecisionIds("r"))
+
+
+def req(path: str, peer: str = "198.51.100.7", evidence: str = "", **headers: str) -> Request:
+    hs = {"user-agent": "Mozilla/5.0", "accept": "text/html", **{k.replace("_", "-"): v for k, v in headers.items()}}
+    if evidence:
+        hs["x-evidence"] = evidence
+    return Request(method="GET", path=path, host="shop.example", headers=hs, peer_ip=peer)
+
+
+async def decide_with(e: Engine, r: Request, evidence: list[tuple[str, float]]) -> Any:
+    headers = dict(r.headers)
+    headers["x-evidence"] = ",".join(f"{n}={s}" for n, s in evidence)
+    return await e.decide(Request(method=r.method, path=r.path, host=r.host, headers=headers, peer_ip=r.peer_ip))
+
+
+async def test_a_clean_client_scores_zero_and_the_upstream_sees_the_score() -> None:
+    d = await engine().decide(req("/"))
+    assert d.reason == "ok" and d.score == 0
+    assert ("x-authz-score", "0") in d.upstream_headers
+
+
+async def test_a_metronome_raises_the_score_and_a_person_does_not() -> None:
+    e = engine()
+    scores = []
+    for i in range(12):
+        e.clock.ms = T0 + i * 3000  # type: ignore[attr-defined]
+        scores.append((await e.decide(req("/", peer="192.0.2.1"))).score)
+    assert scores[5] == 0 and scores[-1] > 30  # after 6 intervals every 3 s exactly
+    human = engine()
+    gaps = [2100, 7300, 3900, 15000, 800, 4400, 9100, 2600, 5200, 1200, 6600]
+    at = T0
+    for gap in gaps:
+        at += gap
+        human.clock.ms = at  # type: ignore[attr-defined]
+        d = await human.decide(req("/", peer="192.0.2.2"))
+    assert d.score == 0
+
+
+async def test_sequential_ids_are_enumeration() -> None:
+    e = engine()
+    for i in range(8):
+        e.clock.ms = T0 + i * 1700 + (i % 3) * 450  # type: ignore[attr-defined]
+        d = await e.decide(req(f"/api/items/{1000 + i}", peer="192.0.2.3"))
+    assert d.score is not None and d.score > 40
+    assert dict(d.signals)["reputation.top"].startswith("sequence=")
+
+
+async def test_evidence_decays_by_half_each_half_life() -> None:
+    e = engine()
+    first = await decide_with(e, req("/", peer="192.0.2.4"), [("probe.traversal", 1.0)])
+    assert first.score == pytest.approx(100 * 5 / 15, abs=0.1)  # weight 5, scale 10  # type: ignore[attr-defined]
+    e.clock.advance(600_000)  # type: ignore[attr-defined]
+    later = await e.decide(req("/", peer="192.0.2.4"))
+    assert later.score == pytest.approx(100 * 2.5 / 12.5, abs=0.1)  # type: ignore[attr-defined]
+
+
+async def test_failures_recorded_after_the_decision_count_against_the_address() -> None:
+    e = engine()
+    refused = [await e.decide(req("/login", peer="192.0.2.5", x_bad="1")) for _ in range(3)]
+    assert all(d.reason == JWT_BAD_SIGNATURE for d in refused)
+    assert refused[0].score is None  # refused before scoring; the failure is recorded afterwards, off the critical path
+    await e.settle()
+    # three failures on a sensitive route: auth.failure and login.failure, on the address
+    d = await e.decide(req("/", peer="192.0.2.5"))
+    assert d.score is not None and d.score > 50
+    top = dict(d.top_signals)
+    assert {"auth.failure", "login.failure"} <= set(top)
+    # a neighbour on the same /24 inherits the login failures, not the address's own
+    n = await e.decide(req("/", peer="192.0.2.99"))
+    assert n.score is not None and 0 < n.score < d.score
+    other = await e.decide(req("/", peer="203.0.113.5"))
+    assert other.score == 0
+
+
+async def test_actions_by_threshold_throttle_tarpit_decoy_deny() -> None:
+    e = engine()
+    peer = "192.0.2.6"
+
+    async def with_probe(strength: float) -> object:
+        return await decide_with(e, req("/api/x", peer=peer), [("probe.injection", strength)])
+
+    tagged = await with_probe(0.5)  # 2.5 / 12.5 -> 20
+    assert ("x-authz-signals", "probe.injection") in tagged.upstream_headers  # type: ignore[attr-defined]
+    # past 40 the strict quota (2 a minute, counted on every request of the route) applies
+    below = [await with_probe(0.2) for _ in range(2)]
+    assert all(20 <= d.score < 40 and d.reason == "ok" for d in below)  # its tokens ran out, but below 40
+    while (d := await with_probe(0.2)).score < 40:
+        assert d.reason == "ok"
+    assert d.reason == "reputation.throttled" and ("retry-after", "30") in d.client_headers  # 1 token per 30 s
+    while (d := await with_probe(0.3)).score < 60:  # type: ignore[attr-defined]
+        pass
+    assert d.reason in ("ok", "reputation.throttled")  # type: ignore[attr-defined]
+    while (d := await with_probe(0.5)).score < 75:  # type: ignore[attr-defined]
+        pass
+    assert (d.status, d.reason, d.body) == (404, "reputation.decoy", b'{"items": []}')  # type: ignore[attr-defined]
+    assert not any(n.startswith("x-authz") for n, _ in d.client_headers)  # type: ignore[attr-defined]
+    while (d := await with_probe(1.0)).score < 90:  # type: ignore[attr-defined]
+        pass
+    assert (d.status, d.reason) == (403, "reputation.denied")  # type: ignore[attr-defined]
+    record = d.to_record()  # type: ignore[attr-defined]
+    assert record["score"] >= 90 and record["top_signals"][0][0] == "probe.injection"
+
+
+async def test_monitor_mode_records_the_would_be_action_and_changes_nothing() -> None:
+    d = await decide_with(engine(), req("/watch/x"), [("probe.scanner_path", 1.0)])
+    assert d.reason == "ok" and ("reputation.would", "deny") in d.signals  # type: ignore[attr-defined]
+
+
+async def test_a_journey_without_its_predecessor_counts() -> None:
+    e = engine()
+    direct = await e.decide(req("/checkout/1", peer="192.0.2.7"))
+    assert direct.score is not None and direct.score > 0 and ("journey" in dict(direct.signals)["reputation.top"])
+    e2 = engine()
+    await e2.decide(req("/", peer="192.0.2.8"))
+    after_home = await e2.decide(req("/checkout/1", peer="192.0.2.8"))
+    assert after_home.score == 0
+
+
+async def test_a_verified_bot_is_not_scored() -> None:
+    from authz.stages.route import Route
+
+    class Agent(Authenticator):
+        kind = "agent"
+        name = "t"
+
+        def present(self, req: Request) -> bool:
+            return True
+
+        async def authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
+            return AuthResult(ok=True, subject="https://bot.example", tier="verified-bot", bot="https://bot.example")
+
+    e = engine()
+    api = next(r for r in e.policy.routes if r.name == "api")
+    route = Route(name="api", match=api.match, auth=(Agent(),), anonymous=False, reputation=api.reputation)
+    e.policy = type(e.policy)(file="p", routes=(route,), reputation=e.policy.reputation)
+    for i in range(40):
+        e.clock.ms = T0 + i * 1000  # type: ignore[attr-defined]
+        d = await decide_with(e, req(f"/api/items/{i}"), [("ua.automation", 1.0)])
+    assert d.reason == "ok" and d.score is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("- {at: 40, do: throttle, quota: strict}", "- {at: 40, do: throttle, quota: nope}", ),
+    ],
+)
+def test_a_throttle_names_a_bucket_quota(change: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="no bucket quota named 'nope'"):
+        engine(POLICY.replace(change, message))
+
+
+def test_configuration_errors() -> None:
+    with pytest.raises(ConfigError, match="actions are listed by rising score"):
+        engine(POLICY.replace("- {at: 60, do: tarpit, delay: 50ms}", "- {at: 10, do: tarpit, delay: 50ms}"))
+    with pytest.raises(ConfigError, match="at most the reputation section's max_tarpit"):
+        engine(POLICY.replace("delay: 50ms", "delay: 5s"))
+    with pytest.raises(ConfigError, match="unknown signal 'weather'"):
+        engine(POLICY.replace("  scale: 10\n", "  scale: 10\n  weights: {weather: 1}\n"))
+    with pytest.raises(ConfigError, match=r"no route named 'nowhere' .a journey's predecessors"):
+        engine(POLICY.replace("after: [home]", "after: [nowhere]"))
+    with pytest.raises(ConfigError, match="needs the policy's top-level reputation section"):
+        text = POLICY.replace("reputation:\n  half_life: 10m\n  scale: 10\n  cadence: {min_intervals: 6, max_cv: 0.1}\n  burst: {rate: 30, window: 10s}\n  sequence: {min_run: 3}\n", "")
+        compile_policy(load("p.yaml", text), CompileContext(file="p.yaml", base_dir=".", keyring=EMPTY_KEYRING))
