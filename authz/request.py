@@ -13,7 +13,8 @@ not in ``headers``; their facts are the typed fields below.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
@@ -110,6 +111,37 @@ class Request:
         # ?access_token=, an Authorization header, a cookie), and this text reaches logs.
         query = "?..." if self.has_query else ""
         return f"Request({self.method} {self.scheme}://{self.host}{self.path}{query} from {self.peer_ip})"
+
+
+# RFC 9112 3.2: origin-form, or absolute-form with the schemes authz serves; RFC 3986
+# allows only visible ASCII in a target (anything else arrives percent-encoded)
+_TARGET = re.compile(r"(?:/|https?://)[\x21-\x7e]*")
+# RFC 3986 3.2.2 and 3.2.3: a reg-name or IPv4 address (unreserved, pct-encoded,
+# sub-delims) or a bracketed IP literal, then an optional port; no space, "/", "@"
+_AUTHORITY = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
+# RFC 9110 5.1 / 5.6.2: a field name is a token; names are tested together, one per line
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
+
+
+def valid_target(target: str) -> bool:
+    """Whether a raw request target is origin-form or http(s) absolute-form, of visible ASCII only."""
+    return _TARGET.fullmatch(target) is not None
+
+
+def valid_authority(host: str) -> bool:
+    """Whether a Host / :authority value is an authority (empty is allowed: HTTP/1.0 may omit it)."""
+    return _AUTHORITY.fullmatch(host) is not None
+
+
+def valid_field_name(name: str) -> bool:
+    return _TOKEN.fullmatch(name) is not None
+
+
+def valid_field_names(names: Iterable[str]) -> bool:
+    """Whether every name is a token, in one regex call (empty: True)."""
+    joined = "\n".join(names)
+    return not joined or _TOKENS.fullmatch(joined) is not None
 
 
 def split_target(target: str) -> tuple[str, str, bool]:

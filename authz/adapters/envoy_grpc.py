@@ -23,7 +23,7 @@ from envoy.type.v3 import http_status_pb2
 
 from authz.adapters import Malformed
 from authz.decision import REQUEST_BAD_ENCODING, REQUEST_MALFORMED, REQUEST_TOO_LARGE, Decision, Outcome
-from authz.request import Request, split_target
+from authz.request import Request, split_target, valid_authority, valid_field_name, valid_field_names, valid_target
 
 CheckRequest = external_auth_pb2.CheckRequest
 CheckResponse = external_auth_pb2.CheckResponse
@@ -36,6 +36,7 @@ APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 _RPC_OK = 0
 _RPC_CODE = {400: 3, 401: 16, 403: 7, 404: 7, 429: 8, 431: 3, 503: 14}
 _VALID_STATUS = set(http_status_pb2.StatusCode.values())
+_SCHEMES = frozenset({"http", "https"})
 
 
 def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1 << 20) -> Request:
@@ -55,6 +56,14 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
         raise Malformed(REQUEST_MALFORMED, "missing :path")
     if len(raw_path) > max_header_bytes:
         raise Malformed(REQUEST_TOO_LARGE, "request target too large")
+    if not valid_target(raw_path):
+        raise Malformed(REQUEST_MALFORMED, "invalid :path (not origin-form or absolute-form, or not visible ASCII)")
+    host = http.host
+    if not valid_authority(host):
+        raise Malformed(REQUEST_MALFORMED, "invalid :authority")
+    scheme = http.scheme.lower() if http.scheme else "http"
+    if scheme not in _SCHEMES:
+        raise Malformed(REQUEST_MALFORMED, ":scheme is not http or https")
 
     headers: dict[str, str] = {}
     total = 0
@@ -87,9 +96,12 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
             headers[name.lower()] = value
     if total > max_header_bytes:
         raise Malformed(REQUEST_TOO_LARGE, f"{total} bytes of headers")
+    if not valid_field_names(headers):
+        bad = next(n for n in headers if not valid_field_name(n))
+        raise Malformed(REQUEST_BAD_ENCODING, f"header name {bad[:64]!r} is not a token")
     for name, value in headers.items():
-        if not _field_ok(name, value):
-            raise Malformed(REQUEST_BAD_ENCODING, f"control characters in header {name!r}")
+        if not _field_ok(value):
+            raise Malformed(REQUEST_BAD_ENCODING, f"control characters in header {name[:64]!r}")
 
     path, query, has_query = split_target(raw_path)
     source = attrs.source
@@ -101,8 +113,8 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
         path=path,
         query=query,
         has_query=has_query,
-        host=http.host.lower(),
-        scheme=http.scheme or "http",
+        host=host.lower(),
+        scheme=scheme,
         protocol=http.protocol,
         headers=headers,
         peer_ip=sock.address,
@@ -117,11 +129,9 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
     )
 
 
-def _field_ok(name: str, value: str) -> bool:
+def _field_ok(value: str) -> bool:
     # RFC 9110 5.5: CR, LF and NUL are never valid in a field value; other
-    # controls (but HTAB) are not either. Names are tokens (checked loosely).
-    if not name or not name.isprintable() or " " in name:
-        return False
+    # controls (but HTAB) are not either. (Names are tokens: checked together.)
     return value.isprintable() or all(c == "\t" or (c >= " " and c != "\x7f") for c in value)
 
 
