@@ -54,7 +54,7 @@ from typing import Any
 from authz.adapters import Malformed
 from authz.decision import REQUEST_BAD_ENCODING, REQUEST_MALFORMED, Decision, Outcome
 from authz.pipeline import Engine
-from authz.request import Request, split_target
+from authz.request import Request, split_target, valid_authority, valid_target
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -110,6 +110,7 @@ _DROP_FORWARDED = _HOP | _CONVENTION
 _BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 _SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 _NGINX_STATUSES = (401, 403)
+_VERSIONS = frozenset({"1.0", "1.1"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +292,8 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
     """
     if mode == AUTO:
         mode = _auto_mode(scope)
+    if scope.get("http_version", "1.1") not in _VERSIONS:
+        raise Malformed(REQUEST_MALFORMED, "not an HTTP/1.0 or HTTP/1.1 request")
     client = scope.get("client") or ("", 0)
     if mode == ENVOY:
         headers, conv = _headers(scope["headers"], _DROP_ENVOY)
@@ -317,12 +320,17 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
             missing = "X-Original-Method" if not method else "X-Original-URI"
         if not method or not target:
             raise Malformed(REQUEST_MALFORMED, f"{mode}: no {missing} header")
+        if not valid_authority(conv.get("x-forwarded-host", "")):
+            raise Malformed(REQUEST_MALFORMED, "X-Forwarded-Host is repeated or not an authority")
         host = conv.get("x-forwarded-host") or conv.get("host", "")
         scheme = _scheme(conv.get("x-forwarded-proto", "http"))
     if not method.isascii() or not method.isalpha():
         raise Malformed(REQUEST_MALFORMED, "invalid original method")
-    if not target.startswith(("/", "http://", "https://")) or not target.isprintable() or " " in target:
+    if not valid_target(target):
         raise Malformed(REQUEST_MALFORMED, "invalid original request target")
+    # RFC 9112 3.2: one Host, an authority (repeated lines were joined with ", ")
+    if not valid_authority(conv.get("host", "")):
+        raise Malformed(REQUEST_MALFORMED, "Host is repeated or not an authority")
     path, query, has_query = split_target(target)
     return Request(
         method=method,

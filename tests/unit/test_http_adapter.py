@@ -179,6 +179,14 @@ def test_auto_picks_the_convention_from_the_headers() -> None:
         (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a"), (b"x-n", b"\xff\xfe")], "request.bad_encoding", "UTF-8"),
         (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a"), (b"x-n", b"a\x00b")], "request.bad_encoding", "control"),
         (door.ENVOY, [(b"x-n", b"a\x1bb")], "request.bad_encoding", "control"),
+        # found by tests/fuzz: repeated or invalid Host / X-Forwarded-Host, non-ASCII targets
+        (door.ENVOY, [(b"host", b"api.test"), (b"host", b"evil.test")], "request.malformed", "Host"),
+        (door.ENVOY, [(b"host", b"api.test/admin")], "request.malformed", "Host"),
+        (door.NGINX, [(b"x-original-method", b"GET"), (b"x-original-uri", b"/a"), (b"host", b"a"), (b"host", b"b")], "request.malformed", "Host"),
+        (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a"), (b"x-forwarded-host", b"a"), (b"x-forwarded-host", b"b")], "request.malformed", "X-Forwarded-Host"),
+        (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a"), (b"x-forwarded-host", b"a b")], "request.malformed", "X-Forwarded-Host"),
+        (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", "/caf\u00e9".encode())], "request.malformed", "target"),
+        (door.NGINX, [(b"x-original-method", b"GET"), (b"x-original-uri", "\uff0fadmin".encode())], "request.malformed", "target"),
     ],
 )
 def test_malformed_convention_input_is_a_reasoned_refusal(
@@ -187,6 +195,16 @@ def test_malformed_convention_input_is_a_reasoned_refusal(
     with pytest.raises(door.Malformed, match=detail) as err:
         door.to_request(scope(headers=headers), mode, b"/a")
     assert err.value.reason == reason
+
+
+@pytest.mark.parametrize("version", ["0.9", "2.0", "2", "1.2"])
+def test_only_http_1_requests_are_read(version: str) -> None:
+    s = scope(headers=[(b"host", b"api.test")])
+    assert door.to_request(s, door.ENVOY, b"/a").host == "api.test"
+    s["http_version"] = version
+    with pytest.raises(door.Malformed, match=r"HTTP/1\.0 or HTTP/1\.1") as err:
+        door.to_request(s, door.ENVOY, b"/a")
+    assert err.value.reason == "request.malformed"
 
 
 # the ASGI callable, end to end through the engine
