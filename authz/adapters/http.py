@@ -328,6 +328,10 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
         raise Malformed(REQUEST_MALFORMED, "invalid original method")
     if not valid_target(target):
         raise Malformed(REQUEST_MALFORMED, "invalid original request target")
+    # RFC 9112 6.1: a request whose last transfer coding is not chunked has no knowable length
+    coding = conv.get("transfer-encoding")
+    if coding is not None and coding.rpartition(",")[2].strip(" \t").lower() != "chunked":
+        raise Malformed(REQUEST_MALFORMED, "Transfer-Encoding does not end with chunked")
     # RFC 9112 3.2: one Host, an authority (repeated lines were joined with ", ")
     if not valid_authority(conv.get("host", "")):
         raise Malformed(REQUEST_MALFORMED, "Host is repeated or not an authority")

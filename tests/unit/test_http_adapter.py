@@ -187,6 +187,8 @@ def test_auto_picks_the_convention_from_the_headers() -> None:
         (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a"), (b"x-forwarded-host", b"a b")], "request.malformed", "X-Forwarded-Host"),
         (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", "/caf\u00e9".encode())], "request.malformed", "target"),
         (door.NGINX, [(b"x-original-method", b"GET"), (b"x-original-uri", "\uff0fadmin".encode())], "request.malformed", "target"),
+        (door.NGINX, [(b"x-original-method", b"GET"), (b"x-original-uri", b"/a"), (b"transfer-encoding", b"gzip")], "request.malformed", "Transfer-Encoding"),
+        (door.ENVOY, [(b"transfer-encoding", b"chunked, gzip")], "request.malformed", "Transfer-Encoding"),
     ],
 )
 def test_malformed_convention_input_is_a_reasoned_refusal(
