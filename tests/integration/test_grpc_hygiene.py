@@ -18,6 +18,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authz.admin.v1 import admin_pb2, admin_pb2_grpc
 from authz.server.app import App
 from authz.settings import Settings
 from tests.support.procs import LOOPBACK, Proc, start_authz, venv_bin
@@ -92,6 +93,28 @@ async def test_health_list_follows_the_status_when_draining() -> None:
             assert {s.status for s in reply.statuses.values()} == {health_pb2.HealthCheckResponse.NOT_SERVING}
     finally:
         await app.stop()
+
+
+async def test_an_exception_in_an_admin_method_is_internal_and_logged_without_its_message(caplog: pytest.LogCaptureFixture) -> None:
+    app = App(Settings(config=str(POLICY), grpc_listen="127.0.0.1:0", http_listen=""))
+    await app.start()
+
+    def broken(decision_id: str) -> None:
+        raise RuntimeError(f"boom {decision_id}")
+
+    app.decisions.get = broken  # type: ignore[method-assign]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
+            stub = admin_pb2_grpc.DecisionsStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.GetDecision(admin_pb2.GetDecisionRequest(id="secret-token-123"), timeout=5)
+            assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INTERNAL, "internal error")
+    finally:
+        await app.stop()
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(logged) == 1 and "internal error in /authz.admin.v1.Decisions/GetDecision" in logged[0], logged
+    assert "RuntimeError (message withheld)" in logged[0]
+    assert "secret-token-123" not in caplog.text
 
 
 # a corrupt wire format, and a string field (field 1) holding invalid UTF-8
