@@ -54,7 +54,8 @@ def heads(now_s: int, rate: int) -> st.SearchStrategy[Head]:
 
     methods, paths, hosts = hostile.methods(rate), hostile.paths(rate), hostile.hosts(rate)
     protos = a(st.sampled_from([b"http", b"https"]))
-    names = a(st.sampled_from(EXTRA_NAMES))
+    # clean heads keep the credentials they were made with, and plain framing
+    names = a(st.sampled_from(EXTRA_NAMES)) if rate else st.sampled_from(EXTRA_NAMES[:5])
     values = a(st.sampled_from(EXTRA_VALUES + list(creds.bearer_tokens(now_s))))
     separators = st.sampled_from(SEPARATORS) if rate else st.just(b": ")
     versions = st.sampled_from(VERSIONS) if rate else st.just(b"HTTP/1.1")

@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests.fuzz import http_wire
+from tests.fuzz import creds, http_wire
 from tests.fuzz.profile import fuzz_settings
 from tests.support.procs import LOOPBACK, Proc, http_request
 from tests.support.proxies import start_authz_http
@@ -107,13 +107,27 @@ def judge(raw: bytes, no_body: bool = False) -> tuple[int, str]:
     return status, str(doc["error"])
 
 
+def clean(mode: str, method: bytes, target: bytes, fields: list[tuple[bytes, bytes]]) -> http_wire.Head:
+    return http_wire.Head(mode, method, target, b"HTTP/1.1", [(n, b": ", v) for n, v in fields])
+
+
 def test_hostile_request_heads_over_a_real_socket(served: tuple[Proc, int]) -> None:
     proc, port = served
     stats: collections.Counter[str] = collections.Counter()
     now_s = int(time.time())
 
-    @fuzz_settings(0.5)
-    @given(head=st.one_of(*(http_wire.heads(now_s, rate) for rate in (0, 3, 10, 30))))
+    @fuzz_settings(0.7)
+    @given(head=st.one_of(*(http_wire.heads(now_s, rate) for rate in (0, 0, 3, 10, 30))))
+    @example(head=clean("envoy", b"GET", b"/envoy/anyone/x", [(b"Host", b"api.test")]))
+    @example(head=clean("envoy", b"GET", b"/envoy/jwt/orders/1", [(b"Host", b"api.test"), (b"Authorization", creds.bearer_tokens(now_s)[0])]))
+    @example(head=clean("forward-auth", b"GET", b"/forward-auth", [
+        (b"Host", b"authz:9190"), (b"X-Forwarded-Method", b"POST"), (b"X-Forwarded-Uri", b"/anyone/x?a=1"),
+        (b"X-Forwarded-Host", b"api.test"), (b"X-Forwarded-Proto", b"https"),
+    ]))  # fmt: skip
+    @example(head=clean("nginx", b"GET", b"/nginx", [
+        (b"Host", b"authz:9190"), (b"X-Original-Method", b"GET"), (b"X-Original-URI", b"/host/a"),
+        (b"X-Forwarded-Host", b"a.example.org"),
+    ]))  # fmt: skip
     def run(head: http_wire.Head) -> None:
         data = head.encode()
         status, reason = judge(exchange(port, data), no_body=data.split(None, 1)[:1] == [b"HEAD"])
@@ -129,6 +143,9 @@ def test_hostile_request_heads_over_a_real_socket(served: tuple[Proc, int]) -> N
     status, _, _ = http_request(f"http://{LOOPBACK}:{port}/healthz", timeout=2)
     assert status == 200
     assert "Traceback" not in proc.log_text()
+    # the explicit examples are allowed in every convention, generated heads are allowed too,
+    # and malformed ones were met
     allowed_modes = {k.split(":")[0] for k in stats if ":allow:" in k}
     assert allowed_modes == set(http_wire.MODES), stats
+    assert sum(n for k, n in stats.items() if ":allow:" in k) > 4, stats
     assert stats["malformed"] > 0, stats
