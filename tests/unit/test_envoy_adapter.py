@@ -74,6 +74,8 @@ def test_headers_map_is_used_when_header_map_is_absent() -> None:
         ({"scheme": "https "}, "request.malformed"),
         ({"header_map": [("content-digest/", b"v")]}, "request.bad_encoding"),
         ({"header_map": [("x(y)", b"v")]}, "request.bad_encoding"),
+        ({"header_map": [("", b"v")]}, "request.bad_encoding"),
+        ({"headers": {"": "v"}}, "request.bad_encoding"),
     ],
 )
 def test_malformed_check_requests_name_a_reason(kwargs: dict[str, object], reason: str) -> None:
