@@ -15,6 +15,7 @@ What Envoy sends and honours is described in docs/envoy.md. In short:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -37,6 +38,8 @@ _RPC_OK = 0
 _RPC_CODE = {400: 3, 401: 16, 403: 7, 404: 7, 429: 8, 431: 3, 503: 14}
 _VALID_STATUS = set(http_status_pb2.StatusCode.values())
 _SCHEMES = frozenset({"http", "https"})
+# the characters of an IPv4 / IPv6 address, with an optional IPv6 zone ("fe80::1%eth0"); "" on a pipe
+_PEER = re.compile(r"[0-9A-Fa-f:.]*(?:%[0-9A-Za-z_.\-]+)?")
 
 
 def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1 << 20) -> Request:
@@ -106,6 +109,9 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
     path, query, has_query = split_target(raw_path)
     source = attrs.source
     sock = source.address.socket_address
+    if _PEER.fullmatch(sock.address) is None:
+        # Envoy's peer is an IP address (or none, on a pipe); this one would reach logs and x-authz-client-ip
+        raise Malformed(REQUEST_MALFORMED, "source address is not an IP address")
     context = dict(attrs.context_extensions) if attrs.context_extensions else {}
     req_time = attrs.request.time
     return Request(

@@ -97,6 +97,22 @@ def test_valid_targets_authorities_and_schemes_are_kept(path: str, host: str, sc
     assert (req.path, req.host, req.scheme) == expect
 
 
+@pytest.mark.parametrize("address", ["\x00172.16.0.1", "203.0.113.5 ", "localhost", "10.0.0.1\r\nx: y"])
+def test_a_source_address_that_is_not_an_ip_is_malformed(address: str) -> None:
+    check = check_request()
+    check.attributes.source.address.socket_address.address = address
+    with pytest.raises(envoy_grpc.Malformed) as info:
+        envoy_grpc.to_request(check)
+    assert info.value.reason == "request.malformed"
+
+
+@pytest.mark.parametrize("address", ["", "2001:db8::1", "fe80::1%eth0", "::ffff:192.0.2.1"])
+def test_ip_source_addresses_and_none_are_kept(address: str) -> None:
+    check = check_request()
+    check.attributes.source.address.socket_address.address = address
+    assert envoy_grpc.to_request(check).peer_ip == address
+
+
 def test_missing_http_attributes_is_malformed() -> None:
     with pytest.raises(envoy_grpc.Malformed) as info:
         envoy_grpc.to_request(envoy_grpc.CheckRequest())
