@@ -354,7 +354,8 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
 
 def _scheme(value: str) -> str:
     # a proxy chain may list several: the first is the client's
-    first = value.partition(",")[0].strip().lower()
+    # strip " \t" only: str.strip() would also remove U+2028, U+0085... and accept "\u2028http"
+    first = value.partition(",")[0].strip(" \t").lower()
     scheme = _SCHEMES.get(first)
     if scheme is None:
         raise Malformed(REQUEST_MALFORMED, "X-Forwarded-Proto is not http or https")

@@ -189,6 +189,7 @@ def test_auto_picks_the_convention_from_the_headers() -> None:
         (door.NGINX, [(b"x-original-method", b"GET"), (b"x-original-uri", "\uff0fadmin".encode())], "request.malformed", "target"),
         (door.NGINX, [(b"x-original-method", b"GET"), (b"x-original-uri", b"/a"), (b"transfer-encoding", b"gzip")], "request.malformed", "Transfer-Encoding"),
         (door.ENVOY, [(b"transfer-encoding", b"chunked, gzip")], "request.malformed", "Transfer-Encoding"),
+        (door.NGINX, [(b"x-original-method", b"GET"), (b"x-original-uri", b"/a"), (b"x-forwarded-proto", "\u2028http".encode())], "request.malformed", "Proto"),
     ],
 )
 def test_malformed_convention_input_is_a_reasoned_refusal(
