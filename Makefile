@@ -8,6 +8,7 @@ DEPS   := pyproject.toml setup.py $(wildcard protos/authz/admin/v1/*.proto)
 POLICY ?= examples/policy.yaml
 PYTEST_ARGS ?=
 FUZZ_EXAMPLES ?= 20000
+FUZZ_SEED ?=
 
 .PHONY: run install protos lint test fuzz bench demo clean
 
@@ -50,9 +51,12 @@ test: lint
 	scripts/system-deps redis-server nginx
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## fuzz: both doors under many more hypothesis examples than make test runs
+## fuzz: both doors under many more hypothesis examples than make test runs, from a fresh seed
+## (printed; FUZZ_SEED=N replays a run, FUZZ_EXAMPLES=N sets the examples per test)
 fuzz: $(VENV)/.installed-test
-	AUTHZ_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/fuzz $(PYTEST_ARGS)
+	@seed='$(FUZZ_SEED)'; seed=$${seed:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	echo "fuzz: $(FUZZ_EXAMPLES) examples per test, seed $$seed (again: make fuzz FUZZ_SEED=$$seed)"; \
+	AUTHZ_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/fuzz --hypothesis-seed=$$seed $(PYTEST_ARGS)
 
 ## bench: load through real Envoy with wrk, and direct gRPC load (not a test)
 bench: $(VENV)/.installed-bench

@@ -49,6 +49,8 @@ APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 _RPC_OK = 0
 _RPC_CODE = {400: 3, 401: 16, 403: 7, 404: 7, 429: 8, 431: 3, 503: 14}
 _VALID_STATUS = set(http_status_pb2.StatusCode.values())
+_SCHEMES = frozenset({"http", "https"})
+# the characters of an IPv4 / IPv6 address, with an optional IPv6 zone ("fe80::1%eth0"); "" on a pipe
 
 
 def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1 << 20) -> Request:
@@ -74,6 +76,9 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
     check_method(method)
     check_target(raw_path)
     check_host(host)
+    scheme = http.scheme.lower() if http.scheme else "http"
+    if scheme not in _SCHEMES:
+        raise Malformed(REQUEST_MALFORMED, ":scheme is not http or https")
 
     path, query, has_query = split_target(raw_path)
     source = attrs.source
@@ -86,7 +91,7 @@ def to_request(check: Any, *, max_headers: int = 1024, max_header_bytes: int = 1
         query=query,
         has_query=has_query,
         host=host.lower(),
-        scheme=http.scheme or "http",
+        scheme=scheme,
         protocol=http.protocol,
         headers=headers,
         peer_ip=peer_ip,

@@ -120,6 +120,7 @@ _BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 _FIELD_NAMES = re.compile(b"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:\n[!#$%&'*+.^_`|~0-9A-Za-z-]+)*")
 _SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 _NGINX_STATUSES = (401, 403)
+_VERSIONS = frozenset({"1.0", "1.1"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +326,8 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
     """
     if mode == AUTO:
         mode = _auto_mode(scope)
+    if scope.get("http_version", "1.1") not in _VERSIONS:
+        raise Malformed(REQUEST_MALFORMED, "not an HTTP/1.0 or HTTP/1.1 request")
     client = scope.get("client") or ("", 0)
     peer_ip = peer_address(client[0])
     if mode == ENVOY:
@@ -358,6 +361,15 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
     check_method(method)
     check_target(target)
     check_host(host)
+    for name in ("host", "x-forwarded-host"):
+        # the Host not chosen must be one authority too (repeated lines were joined with ", ")
+        other = conv.get(name)
+        if other is not None and other != host:
+            check_host(other)
+    # RFC 9112 6.1: a request whose last transfer coding is not chunked has no knowable length
+    coding = conv.get("transfer-encoding")
+    if coding is not None and coding.rpartition(",")[2].strip(" \t").lower() != "chunked":
+        raise Malformed(REQUEST_MALFORMED, "Transfer-Encoding does not end with chunked")
     path, query, has_query = split_target(target)
     return Request(
         method=method,
@@ -378,7 +390,8 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
 
 def _scheme(value: str) -> str:
     # a proxy chain may list several: the first is the client's
-    first = value.partition(",")[0].strip().lower()
+    # strip " \t" only: str.strip() would also remove U+2028, U+0085... and accept "\u2028http"
+    first = value.partition(",")[0].strip(" \t").lower()
     scheme = _SCHEMES.get(first)
     if scheme is None:
         raise Malformed(REQUEST_MALFORMED, "X-Forwarded-Proto is not http or https")

@@ -23,8 +23,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from authz.adapters.http import HttpDoor, Modes
 from authz.admin.v1 import admin_pb2, admin_pb2_grpc
@@ -37,6 +36,8 @@ from authz.policy.model import Policy
 from authz.server.admin import DecisionsService
 from authz.server.ext_authz import SERVICE_NAME as EXT_AUTHZ
 from authz.server.ext_authz import AuthorizationService
+from authz.server.guard import add_guarded
+from authz.server.health import HealthServicer
 from authz.server.http import HttpServer
 from authz.settings import Settings
 from authz.store import store_from_url
@@ -68,7 +69,7 @@ class App:
             log_path = f"{log_path}.worker-{settings.worker_index}"  # one writer per file
         self.decisions = DecisionLog(log_path, ring_size=settings.decision_ring)
         self.engine = Engine(self.policy, self.store, clock=self.clock, on_decision=self.decisions.record)
-        self.health = health_aio.HealthServicer()
+        self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.grpc_port = 0
         self.http: HttpServer | None = None
@@ -114,9 +115,14 @@ class App:
             ]
         )
         server.add_generic_rpc_handlers([AuthorizationService(self.engine).handler()])
-        admin_pb2_grpc.add_DecisionsServicer_to_server(DecisionsService(self.decisions), server)  # type: ignore[no-untyped-call]
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection((*self.service_names, reflection.SERVICE_NAME), server)
+        # the other services: undecodable bytes get INVALID_ARGUMENT, never a traceback (guard.py)
+        add_guarded(server, admin_pb2_grpc.add_DecisionsServicer_to_server, DecisionsService(self.decisions))
+        add_guarded(server, health_pb2_grpc.add_HealthServicer_to_server, self.health)
+        add_guarded(
+            server,
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+            reflection.aio.ReflectionServicer((*self.service_names, reflection.SERVICE_NAME)),
+        )
         try:
             self.grpc_port = server.add_insecure_port(self._grpc_address())
         except RuntimeError:  # grpc raises when the address cannot be bound

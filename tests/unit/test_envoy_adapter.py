@@ -20,8 +20,9 @@ def check_request(
     method: str = "GET",
     host: str = "API.example.com",
     source: str = "203.0.113.5",
+    scheme: str = "https",
 ) -> envoy_grpc.CheckRequest:
-    http = ac.AttributeContext.HttpRequest(id="42", method=method, path=path, host=host, scheme="https", protocol="HTTP/2")
+    http = ac.AttributeContext.HttpRequest(id="42", method=method, path=path, host=host, scheme=scheme, protocol="HTTP/2")
     if header_map is not None:
         http.header_map.CopyFrom(base_pb2.HeaderMap(headers=[HV(key=k, raw_value=v) for k, v in header_map]))
     if headers is not None:
@@ -94,12 +95,50 @@ def test_headers_map_is_used_when_header_map_is_absent() -> None:
         ({"path": ""}, "request.malformed"),
         ({"method": ""}, "request.malformed"),
         ({"method": "G E T"}, "request.malformed"),
+        # found by tests/fuzz: targets, authorities, schemes and names Envoy would never send
+        ({"path": "\uff0f"}, "request.malformed"),  # a fullwidth solidus is not "/"
+        ({"path": "*"}, "request.malformed"),
+        ({"path": "v1/items"}, "request.malformed"),
+        ({"path": "/v1/a b"}, "request.malformed"),
+        ({"path": "/v1/\x0b"}, "request.malformed"),
+        ({"path": "/v1/caf\u00e9"}, "request.malformed"),
+        ({"path": "HTTP://api.example.com/v1"}, "request.malformed"),
+        ({"host": "api.example.com/admin"}, "request.malformed"),
+        ({"host": "a b"}, "request.malformed"),
+        ({"host": "\x1bapi"}, "request.malformed"),
+        ({"host": "user@api.example.com"}, "request.malformed"),
+        ({"scheme": "ftp"}, "request.malformed"),
+        ({"scheme": "https "}, "request.malformed"),
+        ({"header_map": [("content-digest/", b"v")]}, "request.malformed"),
+        ({"header_map": [("x(y)", b"v")]}, "request.malformed"),
+        ({"header_map": [("", b"v")]}, "request.malformed"),
+        ({"headers": {"": "v"}}, "request.malformed"),
     ],
 )
 def test_malformed_check_requests_name_a_reason(kwargs: dict[str, object], reason: str) -> None:
     with pytest.raises(envoy_grpc.Malformed) as info:
         envoy_grpc.to_request(check_request(**kwargs), max_headers=256, max_header_bytes=65536)  # type: ignore[arg-type]
     assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("path", "host", "scheme", "expect"),
+    [
+        ("/v1/a?b=%20&c", "api.example.com:8443", "HTTPS", ("/v1/a", "api.example.com:8443", "https")),
+        ("/v1/x", "[2001:db8::1]:443", "", ("/v1/x", "[2001:db8::1]:443", "http")),
+        ("/", "a", "http", ("/", "a", "http")),
+    ],
+)
+def test_valid_targets_authorities_and_schemes_are_kept(path: str, host: str, scheme: str, expect: tuple[str, str, str]) -> None:
+    req = envoy_grpc.to_request(check_request(path=path, host=host, scheme=scheme))
+    assert (req.path, req.host, req.scheme) == expect
+
+
+@pytest.mark.parametrize("address", ["\x00172.16.0.1", "203.0.113.5 ", "localhost", "10.0.0.1\r\nx: y"])
+def test_a_source_address_that_is_not_an_ip_is_malformed(address: str) -> None:
+    with pytest.raises(envoy_grpc.Malformed) as info:
+        envoy_grpc.to_request(check_request(source=address))
+    assert info.value.reason == "request.malformed"
 
 
 def test_missing_http_attributes_is_malformed() -> None:

@@ -193,6 +193,15 @@ def test_auto_picks_the_convention_from_the_headers() -> None:
         (door.ENVOY, [(b"host", b"a.test/evil")], "request.malformed", "Host"),
         (door.ENVOY, [(b"host", b"a" * 300)], "request.malformed", "Host"),
         (door.NGINX, [(b"x-original-method", b""), (b"x-original-uri", b"/a")], "request.malformed", "X-Original-Method"),
+        # found by fuzzing: the other Host, non-ASCII targets, transfer codings, Unicode spaces
+        (door.NGINX, [(b"x-original-method", b"GET"), (b"x-original-uri", b"/a"), (b"host", b"a"), (b"host", b"b")], "request.malformed", "(?i)host"),
+        (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a"), (b"x-forwarded-host", b"a b")], "request.malformed", "Host"),
+        (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a"), (b"host", b"a.test"), (b"x-forwarded-host", b"b.test"), (b"host", b"c")], "request.malformed", "(?i)host"),
+        (door.FORWARD_AUTH, [(b"x-forwarded-method", b"GET"), (b"x-forwarded-uri", b"/a"), (b"host", b"a.test/x"), (b"x-forwarded-host", b"b.test")], "request.malformed", "Host"),
+        (door.NGINX, [(b"x-original-method", b"GET"), (b"x-original-uri", "\uff0fadmin".encode())], "request.malformed", "target"),
+        (door.NGINX, [(b"x-original-method", b"GET"), (b"x-original-uri", b"/a"), (b"transfer-encoding", b"gzip")], "request.malformed", "Transfer-Encoding"),
+        (door.ENVOY, [(b"transfer-encoding", b"chunked, gzip")], "request.malformed", "Transfer-Encoding"),
+        (door.NGINX, [(b"x-original-method", b"GET"), (b"x-original-uri", b"/a"), (b"x-forwarded-proto", "\u2028http".encode())], "request.malformed", "Proto"),
     ],
 )
 def test_malformed_convention_input_is_a_reasoned_refusal(
@@ -217,6 +226,16 @@ def test_the_peer_must_be_an_ip_address(client: tuple[str, int]) -> None:
 def test_the_peer_is_canonical() -> None:
     assert door.to_request(scope(client=("::ffff:127.0.0.1", 1)), door.ENVOY, b"/a").peer_ip == "127.0.0.1"
     assert door.to_request(scope(client=("2001:DB8:0::1", 1)), door.ENVOY, b"/a").peer_ip == "2001:db8::1"
+
+
+@pytest.mark.parametrize("version", ["0.9", "2.0", "2", "1.2"])
+def test_only_http_1_requests_are_read(version: str) -> None:
+    s = scope(headers=[(b"host", b"api.test")])
+    assert door.to_request(s, door.ENVOY, b"/a").host == "api.test"
+    s["http_version"] = version
+    with pytest.raises(door.Malformed, match=r"HTTP/1\.0 or HTTP/1\.1") as err:
+        door.to_request(s, door.ENVOY, b"/a")
+    assert err.value.reason == "request.malformed"
 
 
 # the ASGI callable, end to end through the engine
