@@ -334,10 +334,12 @@ class RedisStore(Store):
                 run_id = run_ids.get(node.name, "") if node is not None else ""
                 if not run_id:
                     continue
-            renewed += int(await self.client.eval(IDENTITY_LUA, 2, *keys, run_id, now_ms, EPOCH_TTL_MS)) == 2
+            if int(await self.client.eval(IDENTITY_LUA, 2, *keys, run_id, now_ms, EPOCH_TTL_MS)) == 2:
+                # counted at once: a check cut short by a timeout has still renewed these shards
+                renewed += 1
+                self.epochs_renewed += 1
         self.identity_checks += 1
         if renewed:
-            self.epochs_renewed += renewed
             log.warning(
                 "%s: the Redis server changed (restart or failover, or its scripts were flushed); "
                 "%d replay shards start a new epoch", self.describe(), renewed,

@@ -238,7 +238,9 @@ def cluster_with_replicas() -> Iterator[RedisCluster]:
 
 async def test_cluster_a_dead_master_fails_only_its_slots_then_fails_over(cluster_with_replicas: RedisCluster) -> None:
     cluster = cluster_with_replicas
-    store = RedisStore(cluster.url, deadline_ms=500, breaker=Breaker(threshold=1000), clock=FixedClock(T0))
+    # a generous deadline: the machine may be busy, and this test is about which slots fail, not speed
+    store = RedisStore(cluster.url, deadline_ms=1500, breaker=Breaker(threshold=1000), clock=FixedClock(T0))
+    await store.start()
     owners = [f"sub:user{i}" for i in range(40)]
     ops = [TakeTokens(f"q:c:{o}", interval_ms=1000, capacity=100, owner=o) for o in owners]
     assert all(r.allowed for r in await store.apply(ops, T0))
@@ -253,21 +255,24 @@ async def test_cluster_a_dead_master_fails_only_its_slots_then_fails_over(cluste
     await store.wait_background()
     # its replica takes over; the store follows without a restart, and the new master's shards renew their epochs
     deadline = time.monotonic() + 20
+    ambiguous = set(failed)  # a slot that timed out may or may not have spent: it is not counted below
     while True:
         try:
             results = await store.apply(ops, T0)
             break
         except PartialFailure as again:
             again.compensate()  # what the pipeline does for a refused request
+            ambiguous |= again.failed
         except StoreError:
-            pass
+            ambiguous = set(range(len(ops)))  # the whole batch timed out: nothing is known
         assert time.monotonic() < deadline, "no failover"
         await asyncio.sleep(0.1)
     await store.wait_background()
     assert store.compensation_failures == 0
     assert all(r.allowed for r in results)
     # the failed attempts were given back on the slots that answered: only the first and the last batch count
-    assert {r.remaining for i, r in enumerate(results) if i not in failed} == {98}
+    known = [r.remaining for i, r in enumerate(results) if i not in ambiguous]
+    assert known and set(known) == {98}
     await store.close()
 
 
