@@ -89,6 +89,14 @@ def reasons() -> None:
     click.echo(reasons_table(), nl=False)
 
 
+@cli.command()
+def signals() -> None:
+    """Print every reputation signal with its default weight, as a Markdown table."""
+    from authz.stages.reputation import signals_table
+
+    click.echo(signals_table(), nl=False)
+
+
 @cli.command("jwks")
 @click.argument("public_keys", metavar="PUBLIC_KEY.pem...", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
 @click.option("--kid", default=None, help="The key id (with one key only). Default: the key's RFC 7638 thumbprint.")

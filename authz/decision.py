@@ -180,6 +180,9 @@ class Decision:
     #: the reputation score (0-100) and its top signals with their share, when the route scores
     score: float | None = None
     top_signals: list[tuple[str, float]] = field(default_factory=list)
+    #: for the backend's answer to count as evidence: the scored identities and flags, which the
+    #: gRPC door puts in dynamic metadata and Envoy's access log service sends back (adapters/envoy_als.py)
+    feedback: tuple[str, ...] = ()
     # facts of the request kept for the log and the admin API (never secrets)
     method: str = ""
     host: str = ""

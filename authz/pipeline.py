@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from authz.clock import Clock, SystemClock
 from authz.decision import (
@@ -131,6 +131,19 @@ class Engine:
             await self.store.apply(ops, now_ms)
         except StoreError:
             self.records_dropped += 1  # evidence is best effort; a failed store is reported elsewhere
+
+    def backend_answered(self, feedback: Sequence[str], status: int) -> bool:
+        """The backend answered an allowed request with ``status``: record it as evidence (off the critical path).
+
+        ``feedback`` is the decision's (``Decision.feedback``), handed back by
+        the proxy's access log. Returns whether anything was recorded.
+        """
+        scoring = self.policy.reputation
+        if scoring is None or not feedback:
+            return False
+        ops = scoring.status_ops(feedback, status)
+        self._record(ops, self.clock.now_ms())
+        return bool(ops)
 
     async def settle(self) -> None:
         """Wait for the background records (tests, shutdown)."""

@@ -249,6 +249,9 @@ def to_response(decision: Decision) -> Any:
         meta["key_id"].string_value = ident.key_id
 
     if decision.outcome is Outcome.ALLOW:
+        if decision.feedback:
+            # the access log service hands it back with the backend's status (adapters/envoy_als.py)
+            meta["feedback"].list_value.extend(decision.feedback)
         resp.status.code = _RPC_OK
         ok = resp.ok_response
         _add_headers(ok.headers, decision.upstream_headers, OVERWRITE)

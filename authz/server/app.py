@@ -1,7 +1,7 @@
 """Wiring: one place that builds the process from settings.
 
 ``App`` owns the engine, the store, the decision log and the gRPC server
-(ext_authz, admin, health, reflection). ``serve(settings)`` runs it until
+(ext_authz, access log, admin, health, reflection). ``serve(settings)`` runs it until
 SIGTERM/SIGINT:
 
 1. health turns NOT_SERVING for every service (Envoy's gRPC health check moves
@@ -22,6 +22,7 @@ import signal
 from typing import Any
 
 import grpc
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
@@ -33,6 +34,8 @@ from authz.errors import ConfigError
 from authz.pipeline import Engine
 from authz.policy.compile import load_policy
 from authz.policy.model import Policy
+from authz.server.access_log import SERVICE_NAME as ACCESS_LOG
+from authz.server.access_log import AccessLogService
 from authz.server.admin import DecisionsService
 from authz.server.ext_authz import SERVICE_NAME as EXT_AUTHZ
 from authz.server.ext_authz import AuthorizationService
@@ -70,6 +73,8 @@ class App:
         self.decisions = DecisionLog(log_path, ring_size=settings.decision_ring)
         self.engine = Engine(self.policy, self.store, clock=self.clock, on_decision=self.decisions.record)
         self.health = HealthServicer()
+        #: Envoy's access log stream: the backend's answers as evidence (server/access_log.py)
+        self.access_log = AccessLogService(self.engine)
         self.server: grpc.aio.Server | None = None
         self.grpc_port = 0
         self.http: HttpServer | None = None
@@ -82,7 +87,7 @@ class App:
 
     @property
     def service_names(self) -> tuple[str, ...]:
-        return (EXT_AUTHZ, *ADMIN_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        return (EXT_AUTHZ, ACCESS_LOG, *ADMIN_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
 
     def components(self) -> dict[str, Any]:
         """Each component's health, for /healthz (never waits on a backend)."""
@@ -116,6 +121,7 @@ class App:
         )
         server.add_generic_rpc_handlers([AuthorizationService(self.engine).handler()])
         # the other services: undecodable bytes get INVALID_ARGUMENT, never a traceback (guard.py)
+        add_guarded(server, als_pb2_grpc.add_AccessLogServiceServicer_to_server, self.access_log)
         add_guarded(server, admin_pb2_grpc.add_DecisionsServicer_to_server, DecisionsService(self.decisions))
         add_guarded(server, health_pb2_grpc.add_HealthServicer_to_server, self.health)
         add_guarded(

@@ -40,6 +40,7 @@ class Ctx:
         "challenge",
         "decoy",
         "outcome",
+        "feedback",
     )
 
     def __init__(self, req: Request, now_ms: int, decision_id: str) -> None:
@@ -85,6 +86,8 @@ class Ctx:
         self.decoy: tuple[int, str, bytes] | None = None
         #: the evidence a decision's reason code reveals, as operations for a background batch
         self.outcome: Callable[[str], list[Op]] | None = None
+        #: what the proxy's access log hands back with the backend's status (``ReputationStage.feedback``)
+        self.feedback: tuple[str, ...] = ()
         #: the route's authentication methods, asked for their offers on a 401 (Accept-Signature)
         self.offers: tuple[Offers, ...] = ()
 

@@ -231,6 +231,8 @@ class DistinctLimit:
         if not result.exceeded:
             return
         ctx.signals.append(("distinct." + self.name, str(result.count)))
+        # evidence against the request's identities, recorded with the outcome (reputation)
+        ctx.late_evidence.append(("distinct." + self.name, 1.0))
         if self.deny and ctx.reason is None:
             ctx.refuse(QUOTA_DISTINCT_EXCEEDED)
             ctx.body["quota"] = self.name

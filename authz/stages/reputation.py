@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 from authz.decision import Outcome, reason
 from authz.stages.context import Ctx
 from authz.stages.quota import Quota, subnet_of
-from authz.store.base import Op, Result, Tokens
-from authz.store.ops import Derived, Reputation, Standing, TakeTokens
+from authz.store.base import Distinct, Op, Result, Tokens
+from authz.store.ops import CountDistinct, Derived, Reputation, Standing, TakeTokens
 
 if TYPE_CHECKING:
     from authz.config.context import CompileContext
@@ -97,6 +97,16 @@ IDENTITY_KINDS: dict[str, float] = {"ip": 1.0, "subnet": 0.6, "subject": 1.0, "k
 ACTIONS = ("tag", "throttle", "tarpit", "challenge", "decoy", "deny")
 _NUMBER = re.compile(r"/(\d{1,15})(?:/|$|\.)")
 _MAX_PART = 96
+
+
+def signals_table() -> str:
+    """Every signal as a Markdown table (``authz signals``; docs/reputation.md holds its output)."""
+    rows = ["| signal | default weight | counts for | meaning |", "|---|---|---|---|"]
+    for name, spec in SIGNALS.items():
+        shown = f"`{name}*`" if name.endswith(".") else f"`{name}`"
+        who = "anonymous requests" if spec.anonymous_only else "every request"
+        rows.append(f"| {shown} | {spec.weight:g} | {who} | {spec.description} |")
+    return "\n".join(rows) + "\n"
 
 
 def signal_for(name: str) -> Signal | None:
@@ -166,6 +176,9 @@ class ReputationStage:
     score_header: bool = True
     max_tarpit_ms: int = 200
     top: int = 3
+    #: geo.travel: more than ``travel_countries`` countries for one token or session within a window
+    travel_window_ms: int = 3_600_000
+    travel_countries: int = 1
 
     @property
     def kind(self) -> str:
@@ -235,8 +248,16 @@ class ReputationStage:
         if m is not None:
             number = int(m.group(1))
         derived = self._derived(anonymous)
-        judge = _Judge(self, route, len(self.identities_of(ctx)))
-        for kind, key in self.identities_of(ctx):
+        identities = self.identities_of(ctx)
+        judge = _Judge(self, route, len(identities))
+        flags = FEEDBACK_VERSION + ("a" if anonymous else "") + ("s" if route.sensitive else "")
+        ctx.feedback = (flags, *(key for _, key in identities))
+        if ctx.identity.country and self.travel_countries:
+            for kind, key in identities:
+                if kind in _TRAVELLERS:
+                    travel = CountDistinct(f"travel:{key}", ctx.identity.country, self.travel_countries, self.travel_window_ms, enforce=False, owner=key)
+                    ctx.plan(travel, _TRAVEL)
+        for kind, key in identities:
             ctx.plan(
                 Reputation(
                     key, self.half_life_ms, self.ttl_ms, evidence=tuple(evidence), number=number,
@@ -265,16 +286,43 @@ class ReputationStage:
 
     def evidence_ops(self, ctx: Ctx, evidence: Sequence[tuple[str, float]], kinds: Sequence[str] | None = None) -> list[Op]:
         """Reputation operations that add ``evidence`` to the request's identities (no arrival)."""
-        anonymous = _anonymous(ctx)
+        return self._evidence_ops(self.identities_of(ctx), _anonymous(ctx), evidence, kinds)
+
+    def _evidence_ops(
+        self, identities: Sequence[tuple[str, str]], anonymous: bool, evidence: Sequence[tuple[str, float]],
+        kinds: Sequence[str] | None = None,
+    ) -> list[Op]:  # fmt: skip
         weighted = tuple((n, round(min(s, 1.0) * self.weight(n, anonymous), 6)) for n, s in evidence if s > 0)
         weighted = tuple((n, w) for n, w in weighted if w > 0)
         if not weighted:
             return []
         return [
             Reputation(key, self.half_life_ms, self.ttl_ms, evidence=weighted, arrival=False)
-            for kind, key in self.identities_of(ctx)
+            for kind, key in identities
             if kinds is None or kind in kinds
         ]
+
+    # -- the backend's answer ----------------------------------------------------------
+
+    def status_ops(self, feedback: Sequence[str], status: int) -> list[Op]:
+        """The evidence of the backend's ``status`` for the identities of ``feedback`` (none if it is not ours).
+
+        ``plan`` leaves the feedback in ``ctx.feedback``: a version and flags,
+        then the identity keys. The gRPC door puts it in Envoy's dynamic
+        metadata; Envoy's access log service returns it with the response code
+        (adapters/envoy_als.py), to any authz process: nothing is remembered
+        between the two.
+        """
+        identities = parse_feedback(feedback)
+        if identities is None or not 400 <= status < 500:
+            return []
+        flags = feedback[0]
+        anonymous = "a" in flags
+        ops = self._evidence_ops(identities, anonymous, [("status.404" if status == 404 else "status.4xx", 1.0)])
+        if "s" in flags and status in (401, 403):
+            # a login the backend refused: against the address and its network, as authz's own refusals
+            ops += self._evidence_ops(identities, anonymous, [("login.failure", 1.0)], kinds=("ip", "subnet"))
+        return ops
 
     # -- the score --------------------------------------------------------------------
 
@@ -292,6 +340,31 @@ class ReputationStage:
                 ranked = sorted(signals.items(), key=lambda kv: -kv[1])[: self.top]
                 best = (s, kind, [(name, round(s * v / total, 1)) for name, v in ranked])
         return round(best[0], 1), best[1], best[2]
+
+
+#: the first item of a feedback tuple starts with this; its other letters are flags
+FEEDBACK_VERSION = "1"
+_KEY_KINDS = {"ip": "ip", "net": "subnet", "sub": "subject", "kid": "key_id", "sess": "session", "dev": "device"}
+#: an identity key is a kind prefix and at most a method and a (hashed past 96 characters) value
+_MAX_KEY = 160
+
+
+def parse_feedback(feedback: Sequence[str]) -> list[tuple[str, str]] | None:
+    """(kind, key) of each identity in a feedback tuple; None if it is not one authz wrote.
+
+    It comes back from the proxy: bounded and checked as any input is.
+    """
+    if not 2 <= len(feedback) <= 1 + len(IDENTITY_KINDS) or not feedback[0].startswith(FEEDBACK_VERSION):
+        return None
+    if len(feedback[0]) > 3 or not set(feedback[0][1:]) <= {"a", "s"}:
+        return None
+    out = []
+    for key in feedback[1:]:
+        kind = _KEY_KINDS.get(key.partition(":")[0])
+        if kind is None or len(key) > _MAX_KEY or not key.isprintable():
+            return None
+        out.append((kind, key))
+    return out
 
 
 def outcome_evidence(code: str) -> list[tuple[str, float]]:
@@ -394,6 +467,27 @@ class _Part:
         self.owner.standings.append((self.kind_name, result))
 
 
+class _Travel:
+    """One credential or session seen from too many countries: evidence, recorded with the outcome."""
+
+    __slots__ = ()
+
+    @property
+    def kind(self) -> str:
+        return "reputation"
+
+    def judge(self, result: Result, op: Op, ctx: Ctx) -> None:
+        assert isinstance(result, Distinct)
+        if result.exceeded and ("geo.travel", 1.0) not in ctx.late_evidence:
+            ctx.late_evidence.append(("geo.travel", 1.0))
+            ctx.signals.append(("reputation.travel", f"{result.count} countries"))
+
+
+_TRAVEL = _Travel()
+#: the identities that travel with their holder (an address does not)
+_TRAVELLERS = ("subject", "key_id", "session")
+
+
 class _Throttle:
     __slots__ = ("owner",)
 
@@ -414,7 +508,7 @@ class _Throttle:
 
 def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationStage:
     """The global ``reputation`` section."""
-    node.keys(allowed={"half_life", "ttl", "scale", "identities", "weights", "cadence", "burst", "sequence", "monitor", "score_header", "max_tarpit", "top"})
+    node.keys(allowed={"half_life", "ttl", "scale", "identities", "weights", "cadence", "burst", "sequence", "travel", "monitor", "score_header", "max_tarpit", "top"})
     half_life = node.get("half_life", "10m").duration_ms(min_ms=1000)
     ttl = node.get("ttl", f"{half_life * 4}ms").duration_ms(min_ms=half_life)
     identities = []
@@ -434,6 +528,8 @@ def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationSta
     burst.keys(allowed={"rate", "window"})
     seq = node.get("sequence", {})
     seq.keys(allowed={"min_run"})
+    travel = node.get("travel", {})
+    travel.keys(allowed={"window", "countries"})
     d = Derived()
     derived = Derived(
         alpha=d.alpha,
@@ -457,6 +553,9 @@ def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationSta
         score_header=node.get("score_header", True).bool(),
         max_tarpit_ms=node.get("max_tarpit", "200ms").duration_ms(min_ms=0),
         top=node.get("top", 3).int(min=1, max=20),
+        travel_window_ms=travel.get("window", "1h").duration_ms(min_ms=60_000),
+        # 0 turns it off
+        travel_countries=travel.get("countries", 1).int(min=0, max=50),
     )
 
 
@@ -525,5 +624,7 @@ __all__ = [
     "compile_reputation",
     "compile_route_reputation",
     "outcome_evidence",
+    "parse_feedback",
     "signal_for",
+    "signals_table",
 ]

@@ -62,6 +62,7 @@ def finish(ctx: Ctx, route_name: str, duration_us: int = 0, managed: frozenset[s
         plain_headers=",".join(h for h in _PLAIN if h in req.headers),
         score=ctx.score,
         top_signals=ctx.top_signals,
+        feedback=ctx.feedback,
     )
     if ctx.decoy is not None:
         # a decoy looks like the API answering: none of authz's own headers, no reason

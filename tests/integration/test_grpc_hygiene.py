@@ -26,6 +26,7 @@ from tests.support.procs import LOOPBACK, Proc, start_authz, venv_bin
 POLICY = Path(__file__).parent / "policies" / "grpc_server.yaml"
 SERVICES = {
     "envoy.service.auth.v3.Authorization",
+    "envoy.service.accesslog.v3.AccessLogService",
     "authz.admin.v1.Decisions",
     "grpc.health.v1.Health",
 }

@@ -126,6 +126,7 @@ async def test_reflection_lists_every_service(app: App) -> None:
     services = await asyncio.to_thread(list_services)
     assert services == {
         "envoy.service.auth.v3.Authorization",
+        "envoy.service.accesslog.v3.AccessLogService",
         "authz.admin.v1.Decisions",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",

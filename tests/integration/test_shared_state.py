@@ -253,7 +253,7 @@ def test_workers_need_a_shared_store(setup: Setup) -> None:
 
 async def test_two_workers_share_one_redis_and_split_the_calls(setup: Setup, redis: RedisServer) -> None:
     base = free_pair()
-    proc, _ = start_authz(setup.policy, "--store", redis.url, "--workers", "2", port=base)
+    proc, _ = start_authz(setup.policy, "--store", redis.url, "--workers", "2", "--store-deadline", "200", port=base)
     try:
         for p in (base, base + 1):
             wait_serving(p)
@@ -291,7 +291,7 @@ def free_pair() -> int:
 def test_through_envoy_two_workers_share_the_quota_and_split_the_calls(setup: Setup, redis: RedisServer, echo_upstream: EchoUpstream) -> None:
     echo_upstream.reset()
     base = free_pair()
-    proc, _ = start_authz(setup.policy, "--store", redis.url, "--workers", "2", "--no-http", "--log-level", "debug", port=base)
+    proc, _ = start_authz(setup.policy, "--store", redis.url, "--workers", "2", "--store-deadline", "200", "--no-http", "--log-level", "debug", port=base)
     envoy = None
     try:
         wait_serving(base + 1)

@@ -450,7 +450,8 @@ def envoy_stat(admin_port: int, name: str) -> int:
 class EchoUpstream:
     """A real HTTP/1.1 server on loopback that answers every request with what it received.
 
-    The JSON body is ``{"method", "path", "headers": {name: value}, "raw_headers": [[name, value], ...]}``
+    The JSON body is ``{"method", "path", "headers": {name: value}, "raw_headers": [[name, value], ...]}``,
+    with status 200 unless ``statuses`` maps a prefix of the path to another
     (names lower-cased, repeated lines joined with ", " in ``headers``). Every
     request is counted and kept in ``requests``, so a test can assert that a
     denied request never reached the backend.
@@ -460,6 +461,8 @@ class EchoUpstream:
         self.host = host
         self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
+        #: path prefix -> the status the upstream answers there (a backend's 404s, 401s); else 200
+        self.statuses: dict[str, int] = {}
         self._server = _EchoServer((host, port), _EchoHandler, self)
         self.port = int(self._server.server_address[1])
         self._thread: threading.Thread | None = None
@@ -482,6 +485,11 @@ class EchoUpstream:
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.statuses.clear()
+
+    def status_for(self, path: str) -> int:
+        with self._lock:
+            return next((code for prefix, code in self.statuses.items() if path.startswith(prefix)), 200)
 
     def _record(self, seen: dict[str, Any]) -> None:
         with self._lock:
@@ -534,7 +542,7 @@ class _EchoHandler(http.server.BaseHTTPRequestHandler):
         seen = {"method": self.command, "path": self.path, "headers": joined, "raw_headers": raw}
         self.server.owner._record(seen)
         body = json.dumps(seen).encode()
-        self.send_response(200)
+        self.send_response(self.server.owner.status_for(self.path))
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers()

@@ -28,6 +28,7 @@ POLICY = """
 version: 1
 quotas:
   strict: {limit: 2, window: 1m, by: ip}
+  addresses_per_user: {distinct: ip, per: subject, limit: 2, window: 1h, action: signal}
 reputation:
   half_life: 10m
   scale: 10
@@ -57,6 +58,11 @@ routes:
         - {at: 60, do: tarpit, delay: 50ms}
         - {at: 75, do: decoy, status: 404, body: '{"items": []}'}
         - {at: 90, do: deny}
+  - name: account
+    match: {path: {prefix: /account/}}
+    auth: [anonymous]
+    quota: [addresses_per_user]
+    reputation: {}
   - name: watch
     match: {path: {prefix: /watch/}}
     auth: [anonymous]
@@ -71,15 +77,17 @@ class Evidence(Authenticator):
     name = "t"
 
     def present(self, req: Request) -> bool:
-        return "x-evidence" in req.headers or "x-bad" in req.headers
+        return any(h in req.headers for h in ("x-evidence", "x-bad", "x-sub", "x-country"))
 
     async def authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
         if "x-bad" in req.headers:
             return AuthResult(ok=False, reason=JWT_BAD_SIGNATURE)
-        for item in req.headers["x-evidence"].split(","):
+        ctx.identity.country = req.headers.get("x-country", "")
+        for item in filter(None, req.headers.get("x-evidence", "").split(",")):
             name, _, strength = item.partition("=")
             ctx.evidence.append((name, float(strength)))
-        return AuthResult(ok=True)  # no subject: still an anonymous client
+        # no subject unless x-sub says: an anonymous client
+        return AuthResult(ok=True, subject=req.headers.get("x-sub", ""))
 
 
 def engine(text: str = POLICY) -> Engine:
@@ -251,3 +259,44 @@ def test_configuration_errors() -> None:
     with pytest.raises(ConfigError, match="needs the policy's top-level reputation section"):
         text = POLICY.replace("reputation:\n  half_life: 10m\n  scale: 10\n  cadence: {min_intervals: 6, max_cv: 0.1}\n  burst: {rate: 30, window: 10s}\n  sequence: {min_run: 3}\n", "")
         compile_policy(load("p.yaml", text), CompileContext(file="p.yaml", base_dir=".", keyring=EMPTY_KEYRING))
+
+
+async def test_one_token_from_many_addresses_is_evidence_against_it() -> None:
+    e = engine()
+    for i in range(3):
+        d = await e.decide(req("/account/me", peer=f"203.0.113.{i + 1}", x_sub="carol"))
+        assert d.reason == "ok"  # signal mode: never refused for it
+    assert ("distinct.addresses_per_user", "3") in d.signals
+    await e.settle()
+    later = await e.decide(req("/account/me", peer="203.0.113.1", x_sub="carol"))
+    assert "distinct.addresses_per_user" in dict(later.top_signals)
+
+
+async def test_a_token_seen_from_two_countries_within_the_hour_is_geo_travel() -> None:
+    e = engine()
+    home = await e.decide(req("/", peer="192.0.2.30", x_sub="dave", x_country="FR"))
+    assert ("reputation.travel", "2 countries") not in home.signals
+    away = await e.decide(req("/", peer="198.51.100.30", x_sub="dave", x_country="BR"))
+    assert ("reputation.travel", "2 countries") in away.signals
+    await e.settle()
+    d = await e.decide(req("/", peer="198.51.100.30", x_sub="dave", x_country="BR"))
+    assert dict(d.top_signals).get("geo.travel", 0) > 0
+    # an address travels with nobody: two addresses in two countries, no subject, no travel
+    e2 = engine()
+    await e2.decide(req("/", peer="192.0.2.31", x_country="FR"))
+    other = await e2.decide(req("/", peer="192.0.2.31", x_country="BR"))
+    assert not any(n == "reputation.travel" for n, _ in other.signals)
+
+
+def test_the_documented_policy_and_signal_table_are_true() -> None:
+    import re
+    from pathlib import Path
+
+    from authz.stages.reputation import signals_table
+
+    doc = (Path(__file__).parents[2] / "docs" / "reputation.md").read_text()
+    (example,) = re.findall(r"```yaml\n(.*?)```", doc, flags=re.S)
+    policy = compile_policy(load("reputation.md", example), CompileContext(file="reputation.md", base_dir=".", keyring=EMPTY_KEYRING))
+    assert [r.name for r in policy.routes if r.reputation is not None] == ["login", "catalogue", "checkout"]
+    for row in signals_table().splitlines():
+        assert row in doc, f"docs/reputation.md is missing {row!r} (regenerate with `authz signals`)"
