@@ -54,9 +54,9 @@ test: lint
 fuzz: $(VENV)/.installed-test
 	AUTHZ_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/fuzz $(PYTEST_ARGS)
 
-## bench: load through real Envoy with wrk, and direct gRPC load (not a test)
+## bench: load through real Envoy with wrk and k6, a real redis-server, direct gRPC load (not a test)
 bench: $(VENV)/.installed-bench
-	scripts/system-deps wrk
+	scripts/system-deps wrk redis-server
 	$(BIN)/python -m bench
 
 ## demo: real Envoy in front of an echo upstream, with authz; prints curl lines
