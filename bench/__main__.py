@@ -157,12 +157,14 @@ def memory_table(m: MemoryResult) -> str:
     if r is not None:
         rows += [
             (f"Redis: identities driven (distinct client addresses, {r.identities:,} found in Redis)", f"{m.redis_identities:,}", ""),
+            ("Redis: Checks not allowed while driving (store past its deadline)", f"{m.redis_not_allowed:,}", ""),
             ("Redis: keys per identity", f"{r.keys_per_identity:.2f}", "keys"),
             (f"Redis: MEMORY USAGE of one identity's keys (mean of {r.sampled:,})", f"{r.memory_usage_bytes:,.0f}", "bytes"),
             ("Redis: used_memory growth / identities", f"{r.used_memory_delta_bytes:,.0f}", "bytes"),
         ]
     rows += [
         ("memory store: identities driven (distinct client addresses)", f"{m.identities:,}", ""),
+        ("memory store: Checks not allowed while driving", f"{m.not_allowed:,}", ""),
         ("memory store: authz RSS before (after a warm-up from one address)", f"{m.rss_before_bytes / mib:,.1f}", "MiB"),
         (f"memory store: authz RSS after {m.identities:,} identities", f"{m.rss_after_bytes / mib:,.1f}", "MiB"),
         ("memory store: RSS growth / identities", f"{m.rss_per_identity:,.0f}", "bytes"),

@@ -92,8 +92,15 @@ def parse_summary(summary: Mapping[str, Any], rate: int) -> Latency:
 
 
 def vus_for(rate: int) -> tuple[int, int]:
-    """Pre-allocated and maximum virtual users: enough for 50 ms / 1 s of latency at ``rate``."""
-    return max(16, rate // 20), max(64, rate)
+    """Pre-allocated and maximum virtual users at ``rate``.
+
+    Every VU is one request in flight. Enough are made before the test to
+    ride out a 500 ms stall of the server (at most 1000); k6 makes more (up
+    to 1 s of arrivals) while running, and arrivals it cannot start
+    meanwhile are counted as dropped.
+    """
+    pre = min(1000, max(64, rate // 2))
+    return pre, max(pre, min(2000, rate))
 
 
 def run(
