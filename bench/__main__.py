@@ -160,7 +160,7 @@ def memory_table(m: MemoryResult) -> str:
             ("Redis: Checks not allowed while driving (store past its deadline)", f"{m.redis_not_allowed:,}", ""),
             ("Redis: keys per identity", f"{r.keys_per_identity:.2f}", "keys"),
             (f"Redis: MEMORY USAGE of one identity's keys (mean of {r.sampled:,})", f"{r.memory_usage_bytes:,.0f}", "bytes"),
-            ("Redis: used_memory growth / identities", f"{r.used_memory_delta_bytes:,.0f}", "bytes"),
+            ("Redis: used_memory growth / identities found", f"{r.used_memory_delta_bytes:,.0f}", "bytes"),
         ]
     rows += [
         ("memory store: identities driven (distinct client addresses)", f"{m.identities:,}", ""),
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             print(latency_table(rows))
     if "memory" in opts.keys:
         print()
-        print("memory per identity (two-quota policy, distinct client addresses through the gRPC door)")
+        print("memory per identity (bench/policies/identities.yaml: two buckets each; distinct client addresses through the gRPC door)")
         print(memory_table(mem) if mem is not None else "failed (see stderr)")
     micro: list[tuple[str, str, float | None, str]] = []
     if "micro" in opts.keys:

@@ -158,15 +158,20 @@ def group_by_identity(keys: Sequence[str], tag_prefix: str) -> dict[str, list[st
 
 @dataclass(frozen=True, slots=True)
 class IdentityMemory:
-    identities: int  # identities found in Redis
+    identities: int  # identities found in Redis (their hash tag starts with the prefix asked for)
     sampled: int  # identities whose keys were measured with MEMORY USAGE
     keys_per_identity: float
     memory_usage_bytes: float  # mean MEMORY USAGE of one identity's keys, added up
-    used_memory_delta_bytes: float  # (used_memory after - before) / identities driven
+    used_memory_delta_bytes: float  # (used_memory after - before) / identities found
 
 
-def identity_memory(port: int, tag_prefix: str, driven: int, used_before: int, sample: int = 1000, seed: int = 7) -> IdentityMemory:
-    """Bytes one identity costs in Redis, two ways: MEMORY USAGE of its keys, and used_memory's growth."""
+def identity_memory(port: int, tag_prefix: str, used_before: int, sample: int = 1000, seed: int = 7) -> IdentityMemory:
+    """Bytes one identity costs in Redis, two ways: MEMORY USAGE of its keys, and used_memory's growth.
+
+    ``used_before`` was read before the identities were driven; the growth is
+    divided by the identities *found* (a refused Check, or an expired bucket,
+    leaves none behind).
+    """
     used_after = used_memory(port)
     with client(port) as c:
         keys = [k.decode() for k in c.scan_iter(count=1000)]
@@ -183,5 +188,5 @@ def identity_memory(port: int, tag_prefix: str, driven: int, used_before: int, s
         sampled=len(chosen),
         keys_per_identity=n_keys / len(chosen) if chosen else 0.0,
         memory_usage_bytes=sum(sizes) / len(chosen) if chosen else 0.0,
-        used_memory_delta_bytes=(used_after - used_before) / driven if driven else 0.0,
+        used_memory_delta_bytes=(used_after - used_before) / len(groups) if groups else 0.0,
     )
