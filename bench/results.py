@@ -95,7 +95,8 @@ def _fmt_pair(a: float | None, b: float | None, digits: int, *, worse_if_up: boo
     if ch is None:
         return f"{fa} -> {fb}"
     flag = "!" if (ch > threshold if worse_if_up else ch < -threshold) else ""
-    return f"{fa} -> {fb} ({ch:+.0%}){flag}"
+    pct = round(ch * 100) or 0  # no "-0%"
+    return f"{fa} -> {fb} ({pct:+d}%){flag}"
 
 
 def _cpu(row: Mapping[str, Any], role: str) -> float | None:

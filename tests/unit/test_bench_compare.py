@@ -140,3 +140,10 @@ def test_workers_config_is_the_shipped_file_with_ports_and_a_direct_response() -
     (authz,) = [c for c in two["static_resources"]["clusters"] if c["name"] == "authz"]
     (shipped_authz,) = [c for c in shipped["static_resources"]["clusters"] if c["name"] == "authz"]
     assert {k: v for k, v in authz.items() if k != "load_assignment"} == {k: v for k, v in shipped_authz.items() if k != "load_assignment"}
+
+
+def test_a_tiny_change_reads_as_plus_zero() -> None:
+    a = _run(h_rps=1000, i_rps=800, i_server_us=700.0, i_rt=1.0)
+    b = _run(h_rps=1000, i_rps=800, i_server_us=699.9, i_rt=1.0)
+    line = _line(results.compare(a, b), "i")
+    assert "700 -> 700 (+0%)" in line and "-0%" not in line
