@@ -58,9 +58,9 @@ fuzz: $(VENV)/.installed-test
 	echo "fuzz: $(FUZZ_EXAMPLES) examples per test, seed $$seed (again: make fuzz FUZZ_SEED=$$seed)"; \
 	AUTHZ_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/fuzz --hypothesis-seed=$$seed $(PYTEST_ARGS)
 
-## bench: load through real Envoy with wrk, and direct gRPC load (not a test)
+## bench: load through real Envoy with wrk and k6, a real redis-server, direct gRPC load (not a test)
 bench: $(VENV)/.installed-bench
-	scripts/system-deps wrk
+	scripts/system-deps wrk redis-server
 	$(BIN)/python -m bench
 
 ## demo: real Envoy in front of an echo upstream, with authz; prints curl lines

@@ -10,7 +10,6 @@ that was running) and by inclusive time (on the stack). Same pinning as
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from bench import envoy_config, wrk
+from bench import envoy_config, procstat, wrk
 from bench.procs import Pinning, free_port, running, wait_http_ok, wait_tcp
 from bench.scenarios import BENCH_PATH, Run, authz_cmd, envoy_binary
 
@@ -89,8 +88,7 @@ def summarize(raw: str, top: int) -> str:
 
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return procstat.cpu_seconds([pid])
 
 
 def _requests(admin_port: int) -> int:

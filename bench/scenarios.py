@@ -3,7 +3,13 @@
 (a) Envoy alone; (b) Envoy jwt_authn + local_ratelimit; (c) Envoy -> authz over
 gRPC; (d) Envoy -> bare ASGI allow-all (HTTP floor); (e) Envoy -> authz's HTTP
 door; (f) Envoy -> bare grpc.aio allow-all (gRPC floor); (g) direct gRPC load
-on authz without Envoy.
+on authz without Envoy. Shared state: (h)-(k) the two-quota policy on the
+memory store and on a real redis-server, through both doors; (l) and (m)
+envoy/envoy-workers.yaml in front of one authz process and of ``--workers 2``.
+
+Every Envoy scenario is measured by a ``Meter`` (bench/meter.py) around the
+wrk run: CPU per decision of each process, Redis commands per decision, and
+decisions per worker; then k6 offers half the measured rate (bench/k6.py).
 """
 
 from __future__ import annotations
@@ -16,16 +22,22 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import BENCH_POLICY, envoy_config, wrk
+import yaml
+
+from bench import BENCH_POLICY, HERE, envoy_config, k6, procstat, wrk
 from bench.jwt_token import ISSUER, make_jwks_and_token
+from bench.meter import Measured, Meter, WorkerCount, envoy_counter
 from bench.procs import Pinning, Proc, free_port, running, wait_http_ok, wait_tcp
+from bench.redisbench import redis_server
 
 PY = sys.executable
 BENCH_PATH = "/v1/items/42?fields=name,price"
+TWO_QUOTAS = HERE / "policies" / "two-quotas.yaml"
+WORKERS_YAML = HERE.parent / "envoy" / "envoy-workers.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +49,18 @@ class Row:
     p99_ms: float = 0.0
     errors: int = 0
     note: str = ""
+    #: requests counted over the measured interval (Envoy's completed requests, or the direct client's count)
+    decisions: int = 0
+    #: CPU µs per decision over the measured interval, by role: "server" (authz or a floor), "envoy", "redis"
+    cpu_us: dict[str, float] = field(default_factory=dict)
+    #: EVALSHA calls per decision, and every other command clients sent in the interval
+    rt_per_decision: float | None = None
+    other_commands: dict[str, int] = field(default_factory=dict)
+    #: commands run inside authz's Lua scripts per decision (no round trips: they run within the EVALSHA)
+    script_commands: dict[str, float] = field(default_factory=dict)
+    latency: k6.Latency | None = None
+    latency_note: str = ""
+    workers: list[WorkerCount] = field(default_factory=list)
 
     @property
     def measured(self) -> bool:
@@ -53,6 +77,11 @@ class Run:
     workdir: Path
     jwt: tuple[str, str] = field(default_factory=make_jwks_and_token)
     http_door: bool = field(default_factory=lambda: authz_has_http_door())
+    #: seconds of k6 open-loop load at half the measured maximum after each Envoy scenario (0: none)
+    latency_s: float = 0.0
+    #: distinct identities for the memory measurements: the memory store, and Redis
+    identities: int = 100_000
+    redis_identities: int = 20_000
 
 
 class Skipped(Exception):
@@ -80,22 +109,92 @@ def authz_has_http_door() -> bool:
 
 
 @contextlib.contextmanager
-def _envoy(run: Run, name: str, filters: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> Iterator[tuple[Proc, int]]:
-    port, admin = free_port(), free_port()
-    path = run.workdir / f"envoy-{name}.json"
-    path.write_text(envoy_config.bootstrap(port, admin, filters, clusters))
+def _envoy_text(run: Run, name: str, text: str, port: int) -> Iterator[Proc]:
+    path = run.workdir / f"envoy-{name}.yaml"
+    path.write_text(text)
     cmd = [run.envoy, "-c", str(path), "--concurrency", "1", "--disable-hot-restart", "-l", "warning"]
     with running(f"envoy ({name})", run.pinning.server(cmd)) as proc:
         wait_tcp(proc, port, timeout=30)
-        yield proc, port
+        yield proc
 
 
-def _through_envoy(run: Run, key: str, title: str, filters: list[dict[str, Any]], clusters: list[dict[str, Any]], headers: dict[str, str] | None = None) -> Row:
-    with _envoy(run, key, filters, clusters) as (proc, port):
-        url = f"http://127.0.0.1:{port}{BENCH_PATH}"
-        wait_http_ok(proc, url, headers)
-        res = wrk.run(url, run.wrk, headers=[f"{k}: {v}" for k, v in (headers or {}).items()], prefix=run.pinning.client([]))
-    return Row(key, title, res.rps, res.p50_ms, res.p99_ms, res.errors)
+@dataclass(frozen=True)
+class Behind:
+    """What sits behind Envoy in a scenario, for the meter: its pids, its Redis, its workers."""
+
+    server_pids: Callable[[], list[int]] | None = None
+    redis: Proc | None = None
+    redis_port: int | None = None
+    worker_ports: tuple[int, ...] = ()
+    worker_pids: Callable[[], list[int]] | None = None
+
+
+def _roles(envoy: Proc | None, behind: Behind) -> dict[str, Callable[[], list[int]]]:
+    roles: dict[str, Callable[[], list[int]]] = {}
+    if behind.server_pids is not None:
+        roles["server"] = behind.server_pids
+    if envoy is not None:
+        roles["envoy"] = lambda: [envoy.pid]
+    if behind.redis is not None:
+        redis_proc = behind.redis
+        roles["redis"] = lambda: [redis_proc.pid]
+    return roles
+
+
+def _row(key: str, title: str, res: wrk.Result, m: Measured) -> Row:
+    rt = m.round_trips
+    return Row(
+        key, title, res.rps, res.p50_ms, res.p99_ms, res.errors,
+        decisions=m.decisions, cpu_us=m.cpu_us(),
+        rt_per_decision=rt.per_decision if rt else None, other_commands=dict(rt.other) if rt else {},
+        script_commands={k: v / m.decisions for k, v in rt.in_scripts.items()} if rt and m.decisions else {},
+        workers=list(m.workers),
+    )  # fmt: skip
+
+
+def _latency(run: Run, row: Row, url: str, headers: dict[str, str] | None) -> Row:
+    """k6 at half of the row's measured maximum, on the load generator's CPU."""
+    if run.latency_s <= 0 or not row.measured:
+        return row
+    rate = max(1, round(row.rps / 2))
+    try:
+        lat = k6.run(url, rate, run.latency_s, run.workdir, headers=headers, prefix=run.pinning.client([]))
+    except (RuntimeError, subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
+        print(f"[{row.key}] k6 failed: {exc}", file=sys.stderr)
+        return replace(row, latency_note=f"k6 failed: {str(exc).strip().splitlines()[0][:60] if str(exc).strip() else type(exc).__name__}")
+    return replace(row, latency=lat)
+
+
+def _measure(
+    run: Run, key: str, title: str, envoy: Proc, port: int, admin: int, stat_prefix: str,
+    behind: Behind | None = None, headers: dict[str, str] | None = None,
+) -> Row:  # fmt: skip
+    """Warm up, read the counters, measure with wrk, read them again; then the open-loop latency."""
+    behind = behind or Behind()
+    url = f"http://127.0.0.1:{port}{BENCH_PATH}"
+    wait_http_ok(envoy, url, headers)
+    hdrs = [f"{k}: {v}" for k, v in (headers or {}).items()]
+    prefix = run.pinning.client([])
+    wrk.warmup(url, run.wrk, headers=hdrs, prefix=prefix)
+    counter = f"http.{stat_prefix}.downstream_rq_completed"
+    meter = Meter(
+        _roles(envoy, behind), lambda: envoy_counter(admin, counter),
+        redis_port=behind.redis_port, worker_ports=behind.worker_ports, worker_pids=behind.worker_pids,
+    )  # fmt: skip
+    meter.start()
+    res = wrk.measure(url, run.wrk, headers=hdrs, prefix=prefix)
+    row = _row(key, title, res, meter.stop())
+    return _latency(run, row, url, headers)
+
+
+def _through_envoy(
+    run: Run, key: str, title: str, filters: list[dict[str, Any]], clusters: list[dict[str, Any]],
+    headers: dict[str, str] | None = None, behind: Behind | None = None,
+) -> Row:  # fmt: skip
+    port, admin = free_port(), free_port()
+    text = envoy_config.bootstrap(port, admin, filters, clusters)
+    with _envoy_text(run, key, text, port) as proc:
+        return _measure(run, key, title, proc, port, admin, "bench", behind, headers)
 
 
 TITLES = {
@@ -106,15 +205,32 @@ TITLES = {
     "e": "Envoy -> authz, HTTP ext_authz",
     "f": "Envoy -> bare grpc.aio allow-all (gRPC floor)",
     "g": "direct gRPC Check -> authz, no Envoy (Python client)",
+    "h": "Envoy -> authz gRPC, two quotas, memory store",
+    "i": "Envoy -> authz gRPC, two quotas, Redis",
+    "j": "Envoy -> authz HTTP, two quotas, memory store",
+    "k": "Envoy -> authz HTTP, two quotas, Redis",
+    "l": "envoy-workers.yaml -> authz 1 process, Redis",
+    "m": "envoy-workers.yaml -> authz --workers 2, Redis",
 }
 
 
-def authz_cmd(run: Run, grpc_port: int, http_port: int | None = None) -> list[str]:
-    """authz on the bench policy; its HTTP door on ``http_port``, or off (it would take a default port)."""
-    cmd = [PY, "-m", "authz", "serve", "--config", str(BENCH_POLICY), "--grpc-listen", f"127.0.0.1:{grpc_port}", "--log-level", "warning", "--drain", "0"]
+def authz_cmd(
+    run: Run, grpc_port: int, http_port: int | None = None, *,
+    policy: Path = BENCH_POLICY, store: str = "memory://", workers: int = 1,
+) -> list[str]:  # fmt: skip
+    """authz on a bench policy; its HTTP door on ``http_port``, or off (it would take a default port)."""
+    cmd = [PY, "-m", "authz", "serve", "--config", str(policy), "--grpc-listen", f"127.0.0.1:{grpc_port}", "--log-level", "warning", "--drain", "0"]
     if run.http_door:
         cmd += ["--http-listen", f"127.0.0.1:{http_port}" if http_port else ""]
+    if store != "memory://":
+        cmd += ["--store", store]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
     return cmd
+
+
+def _one(proc: Proc) -> Callable[[], list[int]]:
+    return lambda: [proc.pid]
 
 
 def scenario_a(run: Run) -> Row:
@@ -127,52 +243,171 @@ def scenario_b(run: Run) -> Row:
     return _through_envoy(run, "b", TITLES["b"], filters, [], {"Authorization": f"Bearer {token}"})
 
 
-def scenario_c(run: Run) -> Row:
-    port = free_port()
-    with running("authz (gRPC)", run.pinning.server(authz_cmd(run, port))) as server:
+def _grpc_authz(run: Run, key: str, cmd: list[str], behind: dict[str, Any]) -> Row:
+    port = int(cmd[cmd.index("--grpc-listen") + 1].rsplit(":", 1)[1])
+    with running(f"authz gRPC ({key})", run.pinning.server(cmd)) as server:
         wait_tcp(server, port)
-        return _through_envoy(run, "c", TITLES["c"], [envoy_config.grpc_ext_authz("authz")], [envoy_config.cluster("authz", port, http2=True)])
+        return _through_envoy(
+            run, key, TITLES[key], [envoy_config.grpc_ext_authz("authz")], [envoy_config.cluster("authz", port, http2=True)],
+            behind=Behind(server_pids=_one(server), **behind),
+        )  # fmt: skip
+
+
+def _http_authz(run: Run, key: str, policy: Path, store: str, behind: dict[str, Any]) -> Row:
+    if not run.http_door:
+        raise Skipped("skipped: authz has no --http-listen")
+    port, grpc_port = free_port(), free_port()
+    with running(f"authz HTTP ({key})", run.pinning.server(authz_cmd(run, grpc_port, port, policy=policy, store=store))) as server:
+        wait_tcp(server, port)
+        return _through_envoy(
+            run, key, TITLES[key], [envoy_config.http_ext_authz("authz", port)], [envoy_config.cluster("authz", port, http2=False)],
+            behind=Behind(server_pids=_one(server), **behind),
+        )  # fmt: skip
+
+
+def scenario_c(run: Run) -> Row:
+    return _grpc_authz(run, "c", authz_cmd(run, free_port()), {})
 
 
 def scenario_d(run: Run) -> Row:
     port = free_port()
     with running("ASGI floor", run.pinning.server([PY, "-m", "bench.floor_http", "--port", str(port)])) as server:
         wait_tcp(server, port)
-        return _through_envoy(run, "d", TITLES["d"], [envoy_config.http_ext_authz("floor", port)], [envoy_config.cluster("floor", port, http2=False)])
+        return _through_envoy(
+            run, "d", TITLES["d"], [envoy_config.http_ext_authz("floor", port)], [envoy_config.cluster("floor", port, http2=False)],
+            behind=Behind(server_pids=_one(server)),
+        )  # fmt: skip
 
 
 def scenario_e(run: Run) -> Row:
-    if not run.http_door:
-        raise Skipped("skipped: authz has no --http-listen")
-    port, grpc_port = free_port(), free_port()
-    with running("authz (HTTP)", run.pinning.server(authz_cmd(run, grpc_port, port))) as server:
-        wait_tcp(server, port)
-        return _through_envoy(run, "e", TITLES["e"], [envoy_config.http_ext_authz("authz", port)], [envoy_config.cluster("authz", port, http2=False)])
+    return _http_authz(run, "e", BENCH_POLICY, "memory://", {})
 
 
 def scenario_f(run: Run) -> Row:
     port = free_port()
     with running("grpc.aio floor", run.pinning.server([PY, "-m", "bench.floor_grpc", "--port", str(port)])) as server:
         wait_tcp(server, port)
-        return _through_envoy(run, "f", TITLES["f"], [envoy_config.grpc_ext_authz("floor")], [envoy_config.cluster("floor", port, http2=True)])
+        return _through_envoy(
+            run, "f", TITLES["f"], [envoy_config.grpc_ext_authz("floor")], [envoy_config.cluster("floor", port, http2=True)],
+            behind=Behind(server_pids=_one(server)),
+        )  # fmt: skip
+
+
+def _grpc_load(run: Run, port: int, duration_s: float) -> dict[str, Any]:
+    cmd = run.pinning.client(
+        [PY, "-m", "bench.grpc_load", "--target", f"127.0.0.1:{port}", "--concurrency", str(run.wrk.connections),
+         "--duration", str(duration_s), "--warmup", "0"]
+    )  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"grpc_load failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def scenario_g(run: Run) -> Row:
     port = free_port()
     with running("authz (gRPC)", run.pinning.server(authz_cmd(run, port))) as server:
         wait_tcp(server, port)
-        cmd = run.pinning.client(
-            [PY, "-m", "bench.grpc_load", "--target", f"127.0.0.1:{port}", "--concurrency", str(run.wrk.connections),
-             "--duration", str(run.wrk.duration_s), "--warmup", str(run.wrk.warmup_s)]
-        )
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=run.wrk.duration_s + run.wrk.warmup_s + 60)
-        if done.returncode != 0:
-            raise RuntimeError(f"grpc_load failed: {done.stderr[-2000:]}")
-        res = json.loads(done.stdout.strip().splitlines()[-1])
-    return Row("g", TITLES["g"], res["rps"], res["p50_ms"], res["p99_ms"], res["not_allowed"])
+        if run.wrk.warmup_s > 0:
+            _grpc_load(run, port, run.wrk.warmup_s)
+        # the client counts: its requests, plus its first and last call (an allow check each)
+        meter = Meter({"server": _one(server)})
+        meter.start()
+        res = _grpc_load(run, port, run.wrk.duration_s)
+        m = meter.stop(counted=int(res["requests"]) + 2)
+    return Row("g", TITLES["g"], res["rps"], res["p50_ms"], res["p99_ms"], res["not_allowed"], decisions=m.decisions, cpu_us=m.cpu_us())
 
 
-#: key -> (runner, floor key for the "vs floor" column)
+def scenario_h(run: Run) -> Row:
+    return _grpc_authz(run, "h", authz_cmd(run, free_port(), policy=TWO_QUOTAS), {})
+
+
+def scenario_i(run: Run) -> Row:
+    with redis_server(run.pinning) as (redis, rport):
+        cmd = authz_cmd(run, free_port(), policy=TWO_QUOTAS, store=f"redis://127.0.0.1:{rport}")
+        return _grpc_authz(run, "i", cmd, {"redis": redis, "redis_port": rport})
+
+
+def scenario_j(run: Run) -> Row:
+    return _http_authz(run, "j", TWO_QUOTAS, "memory://", {})
+
+
+def scenario_k(run: Run) -> Row:
+    with redis_server(run.pinning) as (redis, rport):
+        return _http_authz(run, "k", TWO_QUOTAS, f"redis://127.0.0.1:{rport}", {"redis": redis, "redis_port": rport})
+
+
+def workers_envoy_config(ingress: int, admin: int, authz_ports: list[int]) -> str:
+    """envoy/envoy-workers.yaml with its ports replaced (as the integration tests render it), one endpoint per worker.
+
+    Two changes beyond the ports, both so that it measures the same thing as
+    the other rows: the route answers with a ``direct_response`` (no upstream
+    is contacted), and a single process gets the first endpoint only.
+    """
+    from tests.support.procs import render_envoy_config
+
+    both = [authz_ports[0], authz_ports[0] + 1] if len(authz_ports) == 1 else authz_ports
+    text = render_envoy_config(WORKERS_YAML, {"admin": admin, "ingress": ingress, "upstream": free_port(), "authz": both})
+    conf = yaml.safe_load(text)
+    for listener in conf["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                for vhost in f["typed_config"].get("route_config", {}).get("virtual_hosts", []):
+                    for route in vhost["routes"]:
+                        route.pop("route", None)
+                        route["direct_response"] = {"status": 200, "body": {"inline_string": "ok\n"}}
+    for cluster in conf["static_resources"]["clusters"]:
+        if cluster["name"] == "authz":
+            group = cluster["load_assignment"]["endpoints"][0]
+            group["lb_endpoints"] = group["lb_endpoints"][: len(authz_ports)]
+    return yaml.safe_dump(conf, sort_keys=False)
+
+
+def _workers(run: Run, key: str, workers: int) -> Row:
+    with redis_server(run.pinning) as (redis, rport):
+        base = free_port()
+        while any(not _port_free(base + i) for i in range(workers)):
+            base = free_port()
+        ports = [base + i for i in range(workers)]
+        cmd = authz_cmd(run, base, policy=TWO_QUOTAS, store=f"redis://127.0.0.1:{rport}", workers=workers)
+        with running(f"authz --workers {workers}", run.pinning.server(cmd)) as server:
+            for p in ports:
+                wait_tcp(server, p, timeout=30)
+            if workers > 1:
+                def pids() -> list[int]:
+                    return [server.pid, *procstat.workers_of(server.pid, workers)]
+
+                def wpids() -> list[int]:
+                    return procstat.workers_of(server.pid, workers)
+            else:
+                pids = wpids = _one(server)
+            ingress, admin = free_port(), free_port()
+            with _envoy_text(run, key, workers_envoy_config(ingress, admin, ports), ingress) as envoy:
+                behind = Behind(pids, redis, rport, tuple(ports), wpids)
+                return _measure(run, key, TITLES[key], envoy, ingress, admin, "ingress", behind)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def scenario_l(run: Run) -> Row:
+    return _workers(run, "l", 1)
+
+
+def scenario_m(run: Run) -> Row:
+    return _workers(run, "m", 2)
+
+
+#: key -> (runner, reference key for the "vs ref" column: the floor, the memory-store twin, the single process)
 SCENARIOS: dict[str, tuple[Callable[[Run], Row], str | None]] = {
     "a": (scenario_a, None),
     "b": (scenario_b, None),
@@ -181,8 +416,13 @@ SCENARIOS: dict[str, tuple[Callable[[Run], Row], str | None]] = {
     "e": (scenario_e, "d"),
     "f": (scenario_f, None),
     "g": (scenario_g, None),
+    "h": (scenario_h, "f"),
+    "i": (scenario_i, "h"),
+    "j": (scenario_j, "d"),
+    "k": (scenario_k, "j"),
+    "l": (scenario_l, "i"),
+    "m": (scenario_m, "l"),
 }
-
 
 
 def run_one(key: str, run: Run) -> Row:

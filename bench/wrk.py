@@ -59,15 +59,30 @@ def _secs(value: float) -> str:
     return f"{max(1, round(value))}s"
 
 
-def run(url: str, settings: WrkSettings, *, headers: Sequence[str] = (), prefix: Sequence[str] = ()) -> Result:
-    """Warm up, then measure once. ``prefix`` is the pinning command (taskset)."""
+def _base(settings: WrkSettings, headers: Sequence[str], prefix: Sequence[str]) -> list[str]:
     base = [*prefix, "wrk", f"-t{settings.threads}", f"-c{settings.connections}"]
     for h in headers:
         base += ["-H", h]
-    limit = settings.duration_s + settings.warmup_s + 30
+    return base
+
+
+def warmup(url: str, settings: WrkSettings, *, headers: Sequence[str] = (), prefix: Sequence[str] = ()) -> None:
+    """The warm-up alone (nothing is read from it)."""
     if settings.warmup_s > 0:
-        subprocess.run([*base, f"-d{_secs(settings.warmup_s)}", url], capture_output=True, check=True, timeout=limit)
+        limit = settings.warmup_s + 30
+        subprocess.run([*_base(settings, headers, prefix), f"-d{_secs(settings.warmup_s)}", url], capture_output=True, check=True, timeout=limit)
+
+
+def measure(url: str, settings: WrkSettings, *, headers: Sequence[str] = (), prefix: Sequence[str] = ()) -> Result:
+    """One measured run, no warm-up (the caller reads process counters around it)."""
     done = subprocess.run(
-        [*base, f"-d{_secs(settings.duration_s)}", "--latency", url], capture_output=True, text=True, check=True, timeout=limit
-    )
+        [*_base(settings, headers, prefix), f"-d{_secs(settings.duration_s)}", "--latency", url],
+        capture_output=True, text=True, check=True, timeout=settings.duration_s + 30,
+    )  # fmt: skip
     return parse(done.stdout)
+
+
+def run(url: str, settings: WrkSettings, *, headers: Sequence[str] = (), prefix: Sequence[str] = ()) -> Result:
+    """Warm up, then measure once. ``prefix`` is the pinning command (taskset)."""
+    warmup(url, settings, headers=headers, prefix=prefix)
+    return measure(url, settings, headers=headers, prefix=prefix)
