@@ -123,12 +123,15 @@ class _DirectoryHandler(http.server.BaseHTTPRequestHandler):
             s.fetches += 1
             s.paths.append(self.path)
             mode = s.mode
+        if self.path == "/moved" and mode == "redirect":
+            self._send(200, s.body(), MEDIA_TYPE)  # where the redirect points: a good directory
+            return
         if self.path != WELL_KNOWN:
             self._send(404, b"", "text/plain")
             return
         if mode == "redirect":
             self.send_response(302)
-            self.send_header("location", "https://127.0.0.1:1/elsewhere")
+            self.send_header("location", f"{s.origin}/moved")
             self.send_header("content-length", "0")
             self.end_headers()
             return
