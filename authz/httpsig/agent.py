@@ -56,6 +56,7 @@ def sign_agent_request(
     tag: str = TAG,
     components: Sequence[str] = ("@authority",),
     key_id: str | None = None,
+    body: bytes | None = None,
 ) -> list[tuple[str, str]]:
     """Sign a request as a Web Bot Auth agent; return the header lines to add.
 
@@ -63,6 +64,7 @@ def sign_agent_request(
     :param form: ``dictionary`` (``Signature-Agent: sig1="https://..."``, covered as
         ``"signature-agent";key="sig1"``) or ``string`` (the older ``"https://..."``, covered whole)
     :param key_id: default: the key's JWK thumbprint
+    :param body: adds and covers ``Content-Digest`` (the body itself is not signed)
     """
     pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
     added: list[tuple[str, str]] = []
@@ -81,6 +83,6 @@ def sign_agent_request(
     added += sign_request(
         method, url, pairs, key_id=key_id or ed25519_jwk(key)["kid"], algorithm="ed25519", key=key,
         components=comps, label=label, created=created,
-        expires=expires if expires is not None else created + expires_in, nonce=nonce, tag=tag,
+        expires=expires if expires is not None else created + expires_in, nonce=nonce, tag=tag, body=body,
     )  # fmt: skip
     return added

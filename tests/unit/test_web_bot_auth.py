@@ -315,3 +315,26 @@ def test_the_rfc_test_key_needs_the_insecure_option(tmp_path: Path, other_key: e
 
 def _req(headers: list[tuple[str, str]]) -> Request:
     return to_request(URL, headers)
+
+
+async def test_authz_sign_web_bot_auth_prints_headers_an_agent_route_accepts(h: Harness, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from cryptography.hazmat.primitives import serialization
+
+    from authz.cli import cli
+
+    pem = h.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (tmp_path / "agent.pem").write_bytes(pem)
+    out = CliRunner().invoke(cli, ["sign", "--web-bot-auth", CRAWLER, "--key-file", str(tmp_path / "agent.pem"), URL])
+    assert out.exit_code == 0, out.output
+    printed = [tuple(line.split(": ", 1)) for line in out.output.splitlines()]
+    assert [n for n, _ in printed] == ["Signature-Agent", "Signature-Input", "Signature"]
+    assert f'keyid="{thumbprint(h.key)}"' in printed[1][1] and 'tag="web-bot-auth"' in printed[1][1]
+    created = int(printed[1][1].split("created=")[1].split(";")[0])
+    h.clock.advance(created * 1000 - h.clock.now_ms())
+    d = await h.decide(printed, url="https://api.example.com/agents/x")  # type: ignore[arg-type]
+    assert (d.reason, d.identity.bot) == ("ok", CRAWLER), d.signals
+    bad = CliRunner().invoke(cli, ["sign", "--web-bot-auth", "https://crawler.example/path", "--key-file", str(tmp_path / "agent.pem"), URL])
+    assert bad.exit_code == 1 and "not an agent origin" in bad.output
+    missing = CliRunner().invoke(cli, ["sign", "--key-file", str(tmp_path / "agent.pem"), URL])
+    assert missing.exit_code == 2 and "--key-id and --algorithm are required" in missing.output
