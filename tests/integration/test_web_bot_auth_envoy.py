@@ -21,7 +21,16 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.integration.test_jwks_remote import make_cert
 from tests.support.agents import DirectoryServer, directory_server, signed, thumbprint
-from tests.support.procs import ENVOY_YAML, EchoUpstream, Proc, free_port, http_request, render_envoy_config, start_authz, start_envoy
+from tests.support.procs import (
+    ENVOY_YAML,
+    EchoUpstream,
+    Proc,
+    free_port,
+    http_request,
+    render_envoy_config,
+    start_authz,
+    start_envoy,
+)
 
 pytestmark = pytest.mark.envoy
 

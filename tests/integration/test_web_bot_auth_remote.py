@@ -25,7 +25,15 @@ from authz.stages.authenticate.agent_directory import RemoteDirectory
 from authz.stages.authenticate.webbotauth import WebBotAuth
 from authz.store import MemoryStore
 from tests.integration.test_jwks_remote import make_cert
-from tests.support.agents import WELL_KNOWN, DirectoryServer, directory_server, signed, thumbprint, to_request, write_directory
+from tests.support.agents import (
+    WELL_KNOWN,
+    DirectoryServer,
+    directory_server,
+    signed,
+    thumbprint,
+    to_request,
+    write_directory,
+)
 
 URL = "https://api.example.com/v1/items"
 LOCAL = "https://local-agent.example"

@@ -83,6 +83,8 @@ class ListedBot(Authenticator):
 
     async def authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
         label = self._label(ctx) or self.name
+        if not (label.isascii() and label.isprintable()) or len(label) > 128:
+            label = self.name  # a list file's label goes into a header: plain text only
         return AuthResult(
             ok=True,
             subject=label,
