@@ -338,3 +338,68 @@ async def test_authz_sign_web_bot_auth_prints_headers_an_agent_route_accepts(h: 
     assert bad.exit_code == 1 and "not an agent origin" in bad.output
     missing = CliRunner().invoke(cli, ["sign", "--key-file", str(tmp_path / "agent.pem"), URL])
     assert missing.exit_code == 2 and "--key-id and --algorithm are required" in missing.output
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        'sig1="http://crawler.example"',  # not https
+        'sig1="https://crawler.example/bot"',  # not an origin
+        'sig1="https://crawler.example";type=jwks_uri',  # a discovery type not supported
+        'sig1=("https://crawler.example")',  # an inner list
+        "sig1=?1",  # not a string
+        'other="https://crawler.example"',  # no member for the label, none covered
+        '"https://crawler.example", x',  # not an item
+        "s\u00e9g1=1",  # not ASCII
+        'sig1="https://crawler.example", sig1="https://other-agent.example"',  # duplicate member
+        "",
+    ],
+)
+async def test_hostile_signature_agent_values_are_malformed_never_a_crash(h: Harness, agent: str) -> None:
+    headers = [(n, agent if n == "Signature-Agent" else v) for n, v in h.sign()]
+    d = await h.decide(headers, url="https://api.example.com/agents/x")
+    assert (d.reason, d.status) in {("agent.malformed", 401), ("agent.component_missing", 401)}, d.signals
+    ctx = await h.run(headers, peer="198.51.100.99")
+    assert ctx.reason is None and ctx.identity.method == "anonymous"
+
+
+@pytest.mark.parametrize(
+    "signature_input",
+    ['sig1=("@authority");tag="web-bot-auth"', 'sig1=("@authority");created=1;expires=0;tag="web-bot-auth"', 'sig1=("@status");tag="web-bot-auth"', "x" * 9000 + 'tag="web-bot-auth"', 'sig1=("@authority";req);tag="web-bot-auth"'],
+)
+async def test_hostile_signature_inputs_are_refused_never_a_crash(h: Harness, signature_input: str) -> None:
+    headers = [(n, signature_input if n == "Signature-Input" else v) for n, v in h.sign()]
+    d = await h.decide(headers, url="https://api.example.com/agents/x")
+    assert d.reason in {"agent.malformed", "agent.component_missing"} and d.status == 401, d.signals
+
+
+async def test_without_signature_agent_a_key_of_exactly_one_local_directory_is_that_agent(h: Harness) -> None:
+    d = await h.decide(h.sign(agent=None), url="https://api.example.com/agents/x")
+    assert (d.reason, d.identity.bot) == ("ok", CRAWLER), d.signals
+    stranger = ed25519.Ed25519PrivateKey.generate()
+    d = await h.decide(h.sign(agent=None, key=stranger), url="https://api.example.com/agents/x")
+    assert d.reason == "agent.malformed"
+
+
+def test_directory_entries_are_checked() -> None:
+    from authz.stages.authenticate.agent_directory import DirectoryError, parse_directory
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    from authz.httpsig.agent import ed25519_jwk
+
+    jwk = ed25519_jwk(key)
+    rsa = {"kty": "RSA", "n": "AQAB", "e": "AQAB"}
+    keys, problems = parse_directory({"keys": [rsa, jwk, {**jwk, "d": "secret"}, {**jwk, "use": "enc"}]}, max_keys=8, accept_test_keys=False, strict=False)
+    assert list(keys) == [jwk["kid"]]  # the RSA and encryption keys are not for us; the private one is refused
+    assert problems == ["keys[2]: holds private key material"]
+    bounded, _ = parse_directory({"keys": [{**jwk, "nbf": NOW - 10, "exp": NOW + 10}]}, max_keys=8, accept_test_keys=False, strict=True)
+    entry = bounded[jwk["kid"]]
+    assert entry.usable(T0) and not entry.usable(T0 + 11_000) and not entry.usable(T0 - 11_000)
+    with pytest.raises(DirectoryError, match="3 keys"):
+        parse_directory({"keys": [jwk, jwk, jwk]}, max_keys=2, accept_test_keys=False, strict=False)
+    for bad in [{**jwk, "x": jwk["x"][:-2]}, {**jwk, "alg": "ES256"}, {**jwk, "exp": "soon"}, {**jwk, "x": jwk["x"] + "="}]:
+        with pytest.raises(DirectoryError):
+            parse_directory({"keys": [bad]}, max_keys=8, accept_test_keys=False, strict=True)
+    for not_a_directory in [[], {"keys": {}}, {"jwks": []}]:
+        with pytest.raises(DirectoryError, match="a directory is"):
+            parse_directory(not_a_directory, max_keys=8, accept_test_keys=False, strict=False)
