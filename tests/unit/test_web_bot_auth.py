@@ -403,3 +403,11 @@ def test_directory_entries_are_checked() -> None:
     for not_a_directory in [[], {"keys": {}}, {"jwks": []}]:
         with pytest.raises(DirectoryError, match="a directory is"):
             parse_directory(not_a_directory, max_keys=8, accept_test_keys=False, strict=False)
+
+
+def test_the_shipped_nginx_and_caddy_configs_forward_the_bot_headers() -> None:
+    from tests.unit.test_example_configs import caddy_forwarded, nginx_forwarded
+
+    names = {"x-authz-bot", "x-authz-listed-bot"}
+    assert names <= nginx_forwarded()  # nginx sets each name, so a client's copy never passes
+    assert names <= caddy_forwarded()
