@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.integration.test_jwks_remote import make_cert
-from tests.support.agents import DirectoryServer, directory_server, signed, thumbprint
+from tests.support.agents import DirectoryServer, directory_server, make_cert, signed, thumbprint
 from tests.support.procs import (
     ENVOY_YAML,
     EchoUpstream,

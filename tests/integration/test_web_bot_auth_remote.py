@@ -24,11 +24,11 @@ from authz.policy.compile import load_policy
 from authz.stages.authenticate.agent_directory import RemoteDirectory
 from authz.stages.authenticate.webbotauth import WebBotAuth
 from authz.store import MemoryStore
-from tests.integration.test_jwks_remote import make_cert
 from tests.support.agents import (
     WELL_KNOWN,
     DirectoryServer,
     directory_server,
+    make_cert,
     signed,
     thumbprint,
     to_request,
@@ -42,7 +42,7 @@ POLICY = """
 version: 1
 web_bot_auth:
   agents:
-    trust: [{origin}]
+    trust: [{origin}, {named}]
     directories: {{{local}: local.json}}
     ca_file: {ca}
     fetch_timeout: 1s
@@ -83,7 +83,7 @@ class Stack:
         opts = {"refetch": "0s", "ttl": "{min: 1s, default: 1h, max: 1d}", "proofs": "ignore", "insecure": ""}
         opts.update(kw)
         write_directory(tmp_path / "local.json", local_key)
-        (tmp_path / "policy.yaml").write_text(POLICY.format(origin=site.origin, local=LOCAL, ca=ca, **opts))
+        (tmp_path / "policy.yaml").write_text(POLICY.format(origin=site.origin, named=site.origin.replace("127.0.0.1", "localhost"), local=LOCAL, ca=ca, **opts))
         self.policy = load_policy(str(tmp_path / "policy.yaml"))
         self.engine = Engine(self.policy, MemoryStore(epoch_ms=0), clock=SystemClock())
         self.site = site
@@ -272,3 +272,19 @@ async def settle(remote: RemoteDirectory, fetches: int) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"fetches={remote.fetches}, wanted {fetches}")
+
+
+async def test_a_named_origin_is_fetched_from_the_checked_address_with_its_name(make: Any, agent_site: DirectoryServer, key: ed25519.Ed25519PrivateKey) -> None:
+    agent_site.keys = [key]
+    s = make()
+    named = agent_site.origin.replace("127.0.0.1", "localhost")
+    d = await s.decide(key, path="/only/x", agent=named)
+    assert (d.reason, d.identity.bot) == ("ok", named), d.signals
+    # connected to the resolved address; the certificate was checked for the name, Host is the origin's
+    assert agent_site.hosts == [named.removeprefix("https://")]
+    # trust: any resolves the name and refuses a loopback address
+    d = await s.decide(key, path="/any/x", agent=named)
+    assert d.reason == "agent.keys_unavailable"
+    remote = s.method("any").directories.remote(named)
+    assert remote is not None and "resolves to 127.0.0.1, which is not a public address" in remote.last_error
+    assert len(agent_site.hosts) == 1

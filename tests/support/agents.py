@@ -104,6 +104,7 @@ class DirectoryServer(http.server.ThreadingHTTPServer):
         self.delay_s = 5.0
         self.fetches = 0
         self.paths: list[str] = []
+        self.hosts: list[str] = []
         self.lock = threading.Lock()
 
     @property
@@ -122,6 +123,7 @@ class _DirectoryHandler(http.server.BaseHTTPRequestHandler):
         with s.lock:
             s.fetches += 1
             s.paths.append(self.path)
+            s.hosts.append(self.headers.get("host", ""))
             mode = s.mode
         if self.path == "/moved" and mode == "redirect":
             self._send(200, s.body(), MEDIA_TYPE)  # where the redirect points: a good directory
@@ -189,6 +191,38 @@ def _proofs(body: bytes, authority: str, keys: Sequence[ed25519.Ed25519PrivateKe
         inputs.append(f"binding{i}={params}")
         sigs.append(f"binding{i}=:{base64.b64encode(signature).decode()}:")
     return [("content-digest", digest), ("signature-input", ", ".join(inputs)), ("signature", ", ".join(sigs))]
+
+
+def make_cert(directory: Path, dns_names: Sequence[str] = ("localhost",)) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and ``dns_names`` (the CA bundle is the certificate itself)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agent directory test")])
+    now = datetime.datetime.now(datetime.UTC)
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), *(x509.DNSName(n) for n in dns_names)]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "agent.crt", directory / "agent.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 @contextmanager

@@ -458,11 +458,23 @@ class RemoteDirectory(Directory):
     async def _get(self) -> tuple[bytes, dict[str, str]]:
         import httpx
 
-        opts = self.options
         parts = urlsplit(self.origin)
-        host = parts.hostname or ""
+        host = (parts.hostname or "").strip("[]")
         port = parts.port or 443
-        address = await _address(host, port, public_only=opts.public_only)
+        addresses = await _addresses(host, port, public_only=self.options.public_only)
+        last: Exception | None = None
+        for address in addresses[:3]:  # the checked addresses, in resolver order, until one connects
+            try:
+                return await self._get_from(address, host, port)
+            except httpx.ConnectError as exc:
+                last = exc
+        raise DirectoryError(f"cannot connect to {host}: {last}")
+
+    async def _get_from(self, address: str, host: str, port: int) -> tuple[bytes, dict[str, str]]:
+        """GET the directory from ``address``, the certificate checked against ``host`` (no second resolution)."""
+        import httpx
+
+        opts = self.options
         ip_host = f"[{address}]" if ":" in address else address
         verify: ssl.SSLContext | bool = opts.ssl_context if opts.ssl_context is not None else True
         authority = self.origin[len("https://") :]
@@ -471,7 +483,7 @@ class RemoteDirectory(Directory):
                 "GET",
                 f"https://{ip_host}:{port}{WELL_KNOWN_PATH}",
                 headers={"host": authority, "accept": MEDIA_TYPE},
-                extensions={"sni_hostname": host.strip("[]")},
+                extensions={"sni_hostname": host},
             )
             resp = await client.send(request, stream=True)
             try:
@@ -493,9 +505,9 @@ class RemoteDirectory(Directory):
         return bytes(body), {k.lower(): v for k, v in resp.headers.items()}
 
 
-async def _address(host: str, port: int, *, public_only: bool) -> str:
-    """The one address a directory is fetched from; every address of the name must be public when asked."""
-    literal = host.strip("[]")
+async def _addresses(host: str, port: int, *, public_only: bool) -> list[str]:
+    """The addresses a directory may be fetched from; every address of the name must be public when asked."""
+    literal = host
     try:
         addresses = [str(ipaddress.ip_address(literal))]
     except ValueError:
@@ -510,7 +522,7 @@ async def _address(host: str, port: int, *, public_only: bool) -> str:
                 addr = addr.ipv4_mapped
             if not addr.is_global or addr.is_multicast:
                 raise DirectoryError(f"{host} resolves to {addr}, which is not a public address")
-    return addresses[0]
+    return addresses
 
 
 class Directories:
