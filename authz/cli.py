@@ -147,17 +147,18 @@ def jwks(public_keys: tuple[str, ...], kid: str | None, alg: str | None) -> None
 @cli.command("sign")
 @click.option("--method", "-X", default="GET", show_default=True, help="Request method.")
 @click.option("--header", "-H", "headers", multiple=True, metavar="'NAME: VALUE'", help="A request header (repeatable); covered when listed in --component.")
-@click.option("--key-id", required=True, help="The keyid the server's keys file knows.")
-@click.option("--algorithm", "-a", required=True, type=click.Choice(["hmac-sha256", "ed25519", "ecdsa-p256-sha256", "ecdsa-p384-sha384", "rsa-pss-sha512", "rsa-v1_5-sha256"]), help="The key's algorithm.")
+@click.option("--key-id", default=None, help="The keyid the server's keys file knows (required, except with --web-bot-auth: the key's JWK thumbprint).")
+@click.option("--algorithm", "-a", default=None, type=click.Choice(["hmac-sha256", "ed25519", "ecdsa-p256-sha256", "ecdsa-p384-sha384", "rsa-pss-sha512", "rsa-v1_5-sha256"]), help="The key's algorithm (required, except with --web-bot-auth: ed25519).")
 @click.option("--key-file", required=True, type=click.Path(dir_okay=False, exists=True), help="PEM private key, or the raw HMAC secret.")
-@click.option("--component", "-c", "components", multiple=True, help="Covered component (repeatable); default @method and @target-uri.")
+@click.option("--component", "-c", "components", multiple=True, help="Covered component (repeatable); default @method and @target-uri (with --web-bot-auth: @authority, and Signature-Agent always).")
 @click.option("--data", "-d", default=None, help="Request body: adds and covers Content-Digest (the body is not sent by this command).")
 @click.option("--tag", default=None, help="The tag parameter.")
 @click.option("--label", default="sig1", show_default=True)
-@click.option("--expires-in", type=click.IntRange(min=1), default=None, help="Seconds until the signature expires.")
+@click.option("--expires-in", type=click.IntRange(min=1), default=None, help="Seconds until the signature expires (with --web-bot-auth: 60 by default).")
+@click.option("--web-bot-auth", "agent", default=None, metavar="AGENT_ORIGIN", help="Sign as a Web Bot Auth agent whose key directory is at AGENT_ORIGIN (https://crawler.example): adds Signature-Agent, tag web-bot-auth, created and expires; the key is Ed25519 (docs/web-bot-auth.md).")
 @click.option("--curl", is_flag=True, help="Print a curl command instead of header lines.")
 @click.argument("url")
-def sign(url: str, method: str, headers: tuple[str, ...], key_id: str, algorithm: str, key_file: str, components: tuple[str, ...], data: str | None, tag: str | None, label: str, expires_in: int | None, curl: bool) -> None:
+def sign(url: str, method: str, headers: tuple[str, ...], key_id: str | None, algorithm: str | None, key_file: str, components: tuple[str, ...], data: str | None, tag: str | None, label: str, expires_in: int | None, agent: str | None, curl: bool) -> None:
     """Print RFC 9421 signature headers for one request, for curl and friends.
 
     Each run makes a fresh nonce and created time: a signature is good once.
@@ -165,6 +166,7 @@ def sign(url: str, method: str, headers: tuple[str, ...], key_id: str, algorithm
     import shlex
 
     from authz.httpsig import SignatureError, load_signing_key, sign_request
+    from authz.httpsig.agent import TAG, sign_agent_request
 
     pairs = []
     for line in headers:
@@ -172,14 +174,38 @@ def sign(url: str, method: str, headers: tuple[str, ...], key_id: str, algorithm
         if not sep or not name.strip():
             raise click.BadParameter(f"expected 'Name: value', got {line!r}", param_hint="--header")
         pairs.append((name.strip(), value.strip()))
+    if agent is not None:
+        if algorithm not in (None, "ed25519"):
+            raise click.BadParameter("Web Bot Auth agents sign with ed25519", param_hint="--algorithm")
+        if tag not in (None, TAG):
+            raise click.BadParameter(f"a Web Bot Auth signature's tag is {TAG}", param_hint="--tag")
+        algorithm = "ed25519"
+    elif key_id is None or algorithm is None:
+        raise click.UsageError("--key-id and --algorithm are required (unless --web-bot-auth)")
     try:
         with open(key_file, "rb") as f:
             key = load_signing_key(f.read(), algorithm)
-        added = sign_request(
-            method, url, pairs, key_id=key_id, algorithm=algorithm, key=key,
-            components=components or ("@method", "@target-uri"), label=label, tag=tag,
-            expires_in=expires_in, body=data.encode() if data is not None else None,
-        )  # fmt: skip
+        if agent is not None:
+            from cryptography.hazmat.primitives.asymmetric import ed25519
+
+            from authz.stages.authenticate.agent_directory import parse_origin
+
+            if parse_origin(agent) is None:
+                raise ValueError(f"not an agent origin (https://host[:port], no path): {agent!r}")
+            if not isinstance(key, ed25519.Ed25519PrivateKey):
+                raise ValueError("a Web Bot Auth agent key is an Ed25519 private key")
+            added = sign_agent_request(
+                method, url, pairs, key=key, agent=agent.rstrip("/"), label=label, key_id=key_id,
+                components=components or ("@authority",), expires_in=expires_in or 60,
+                body=data.encode() if data is not None else None,
+            )  # fmt: skip
+        else:
+            assert key_id is not None
+            added = sign_request(
+                method, url, pairs, key_id=key_id, algorithm=algorithm, key=key,
+                components=components or ("@method", "@target-uri"), label=label, tag=tag,
+                expires_in=expires_in, body=data.encode() if data is not None else None,
+            )  # fmt: skip
     except (ValueError, SignatureError) as exc:
         raise click.ClickException(str(exc)) from None
     if not curl:

@@ -75,6 +75,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
         cc.keyring = load_keys(_readable(node, cc))
 
     lists = _ip_lists(root.get("ip_lists", {}), cc)
+    cc.shared["ip_lists"] = lists  # for methods that recognize clients by address (listed_bot)
     trusted = _trusted(root.get("trusted_proxies", []))
     limits = _limits(root.get("limits", {}))
     path_allow = _paths(root.get("paths", {}))

@@ -278,7 +278,9 @@ class ReputationStage:
         """Evidence that the decision revealed, as operations for a second, background batch."""
         if ctx.identity.tier == "verified-bot":
             return []
-        ops = self.evidence_ops(ctx, [*outcome_evidence(code), *ctx.late_evidence])
+        # a request refused before planning (an authentication failure) never recorded its own evidence
+        unrecorded = ctx.evidence if not ctx.feedback else []
+        ops = self.evidence_ops(ctx, [*outcome_evidence(code), *unrecorded, *ctx.late_evidence])
         if route is not None and route.sensitive and code.split(".", 1)[0] in ("jwt", "sig", "auth"):
             # failed logins count against the address and its network, whoever they claim to be
             ops += self.evidence_ops(ctx, [("login.failure", 1.0)], kinds=("ip", "subnet"))

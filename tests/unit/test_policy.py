@@ -52,6 +52,13 @@ BAD = {
     "bad_route_no_name.yaml": "{file}:3: routes[0]: missing required key 'name'",
     "bad_trusted_proxy.yaml": "{file}:4: trusted_proxies[1]: not an IP address or CIDR block: 'envoy.local'",
     "bad_unknown_top_key.yaml": "{file}:2: rutes: unknown key 'rutes' (expected one of: {top_keys})",
+    "bad_agent_any_without_fetch.yaml": "{file}:5: web_bot_auth.agents.fetch: trust: any needs fetch: true (the directories of unknown origins must be fetched)",
+    "bad_agent_directory_kid.yaml": "{file}:5: web_bot_auth.agents.directories.https://crawler.example: agents/wrong-kid.json: keys[0]: kid 'my-key-1' is not the key's JWK thumbprint kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k",
+    "bad_agent_no_trust.yaml": "{file}:3: web_bot_auth.agents: give trust (a list of agent origins, or any) or directories (local key directories), or both",
+    "bad_agent_origin.yaml": "{file}:4: web_bot_auth.agents.trust[0]: not an agent origin (https://host[:port], no path): 'https://crawler.example/bots'",
+    "bad_agent_test_key.yaml": "{file}:5: web_bot_auth.agents.directories.https://crawler.example: agents/rfc9421-test-key.json: keys[0]: is the RFC 9421 example key (test-key-ed25519), which is public; set insecure_test_keys: true to accept it in tests",
+    "bad_agent_validity.yaml": "{file}:5: web_bot_auth.agents.max_validity: at most 1d (the drafts bound an agent signature's life to a day)",
+    "bad_listed_bot_list.yaml": "{file}:3: listed_bots.crawlers.lists[0]: no address list named 'googlebot' in ip_lists",
     "bad_version.yaml": "{file}:1: version: unsupported policy version 2 (this authz reads version 1)",
     "bad_yaml_syntax.yaml": "{file}:5: YAML syntax error: expected ',' or ']', but got '<stream end>'",
 }

@@ -6,6 +6,12 @@ sets the identity, its failure denies with its own reason code. A request that
 carries none of them is denied ``auth.missing`` with every method's challenge,
 unless the route also accepts ``anonymous``.
 
+One exception, for credentials that only ever claim a *better* treatment than
+anonymous (Web Bot Auth agents): a method may mark its failure ``fallback``.
+On a route that accepts ``anonymous`` such a failure does not refuse: its
+evidence joins ``ctx.evidence`` (it counts against the sender) and the request
+goes on as if it carried no credentials of that method.
+
 Each kind of method is one module of this package and registers a
 ``MethodKind`` in ``KINDS``; the policy compiler asks it to compile the named
 configurations of its policy section.
@@ -53,6 +59,10 @@ class AuthResult:
     remove_headers: list[str] = field(default_factory=list)
     signals: list[tuple[str, str]] = field(default_factory=list)
     ops: list[tuple[Op, StatefulCheck]] = field(default_factory=list)
+    #: on failure: on a route that also accepts anonymous, go on as anonymous instead of refusing
+    fallback: bool = False
+    #: what the attempt shows about the sender, (signal, strength 0..1), for ``ctx.evidence``
+    evidence: list[tuple[str, float]] = field(default_factory=list)
 
 
 class Authenticator(ABC):
@@ -68,6 +78,14 @@ class Authenticator(ABC):
     @abstractmethod
     def present(self, req: Request) -> bool:
         """Does the request carry credentials of this method (even invalid ones)?"""
+
+    def applies(self, ctx: Ctx) -> bool:
+        """Does this method decide for the request? By default: it carries the method's credentials.
+
+        A method that recognizes clients by what the identify stage found (an
+        address list) looks at ``ctx.identity`` instead.
+        """
+        return self.present(ctx.req)
 
     @abstractmethod
     async def authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
@@ -111,9 +129,9 @@ class MethodKind(Protocol):
 
 def registered_kinds() -> dict[str, MethodKind]:
     """Every kind of method authz knows, by name."""
-    from authz.stages.authenticate import anonymous, jwt, kong_hmac, signature
+    from authz.stages.authenticate import anonymous, jwt, kong_hmac, listed_bot, signature, webbotauth
 
-    kinds: list[MethodKind] = [anonymous.KIND, jwt.KIND, signature.KIND, kong_hmac.KIND]
+    kinds: list[MethodKind] = [anonymous.KIND, jwt.KIND, signature.KIND, kong_hmac.KIND, webbotauth.KIND, listed_bot.KIND]
     return {k.kind: k for k in kinds}
 
 
@@ -122,13 +140,18 @@ async def authenticate(ctx: Ctx, methods: tuple[Authenticator, ...], anonymous_o
     req = ctx.req
     ctx.offers = methods
     for method in methods:
-        if not method.present(req):
+        if not method.applies(ctx):
             continue
         result = await method.authenticate(req, ctx)
         ident = ctx.identity
         ident.method = method.label
         if result.signals:
             ctx.signals.extend(result.signals)
+        if result.evidence:
+            ctx.evidence.extend(result.evidence)
+        if not result.ok and result.fallback and anonymous_ok:
+            ident.method = ""
+            continue  # as if the request carried no credentials of this method
         if not result.ok:
             assert result.reason is not None, "a failed AuthResult names its reason"
             ctx.refuse(result.reason, status=result.status)
