@@ -76,16 +76,21 @@ class _LList(list[Any]):
     lines: list[int]
 
 
+def read_text(path: str) -> str:
+    """A configuration file's text. :raises ConfigError: naming the file"""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise ConfigError(path, 0, "", f"cannot read file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, 0, "", "file is not valid UTF-8") from None
+
+
 def load(path: str, text: str | None = None) -> Node:
     """Parse a YAML file into a Node tree. Syntax errors name the file and line."""
     if text is None:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise ConfigError(path, 0, "", f"cannot read file: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(path, 0, "", "file is not valid UTF-8") from None
+        text = read_text(path)
     loader = _Loader(text)
     loader.name = path
     try:

@@ -28,6 +28,7 @@ The schema, by example (examples/policy.yaml is the annotated version)::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 
@@ -56,8 +57,11 @@ def load_policy(path: str, text: str | None = None) -> Policy:
 
     :raises ConfigError: naming the file, line and field of the first problem
     """
+    if text is None:
+        text = source.read_text(path)
     root = source.load(path, text)
-    return compile_policy(root, CompileContext(file=path, base_dir=os.path.dirname(os.path.abspath(path)), keyring=EMPTY_KEYRING))
+    policy = compile_policy(root, CompileContext(file=path, base_dir=os.path.dirname(os.path.abspath(path)), keyring=EMPTY_KEYRING))
+    return dataclasses.replace(policy, version=hashlib.sha256(text.encode()).hexdigest()[:12])
 
 
 def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:

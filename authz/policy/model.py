@@ -53,3 +53,5 @@ class Policy:
     #: (its own x-authz-* and each method's, e.g. JWT claim headers); a client-sent
     #: one that this request's decision did not set is removed
     upstream_headers: frozenset[str] = UPSTREAM_HEADERS
+    #: the policy's content hash (12 hex digits of SHA-256 over its text): health, decisions, the admin API
+    version: str = ""

@@ -188,7 +188,7 @@ class App:
             log.error("policy reload refused, the running policy stays in force: %s", exc)
             return False
         self.policy = self.engine.policy = policy
-        log.info("policy reloaded from %s (%d routes)", policy.file, len(policy.routes))
+        log.info("policy reloaded from %s (version %s, %d routes)", policy.file, policy.version, len(policy.routes))
         return True
 
     async def stop(self) -> None:
