@@ -90,6 +90,8 @@ class Engine:
         #: evidence batches dropped (too many pending, or the store failed), tarpits not held (too many)
         self.records_dropped = 0
         self.tarpits_skipped = 0
+        #: take ``clock: request`` times as they are, however far from the wall clock (replaying traffic)
+        self.trust_request_time = False
 
     async def decide(self, req: Request) -> Decision:
         """The decision on one request. Never raises: anything unexpected is ``internal.error``."""
@@ -97,7 +99,7 @@ class Engine:
         ctx: Ctx | None = None
         policy = self.policy  # one snapshot for the whole request, even across a reload
         try:
-            ctx = Ctx(req, self.clock.now_ms(), self.ids.next())
+            ctx = Ctx(req, self._now(req, policy), self.ids.next())
             route_name = await self._run(ctx, policy)
             duration_us = (time.perf_counter_ns() - started) // 1000
             decision = respond.finish(ctx, route_name, duration_us, policy.upstream_headers)
@@ -114,6 +116,21 @@ class Engine:
         if ctx is not None and ctx.delay_ms and decision.allowed:
             await self._tarpit(ctx.delay_ms)
         return decision
+
+    def _now(self, req: Request, policy: Policy) -> int:
+        """The request's "now": the wall clock, or with ``clock: request`` the proxy's receive time.
+
+        Serving, a request time further than the policy's ``max_skew`` from the
+        wall clock is not believed (a stale or forged time would move quota
+        windows and token expiry); replaying recorded traffic
+        (``trust_request_time``) takes it as it is.
+        """
+        wall = self.clock.now_ms()
+        if policy.clock != "request" or not req.time_ms:
+            return wall
+        if self.trust_request_time or abs(req.time_ms - wall) <= policy.clock_max_skew_ms:
+            return req.time_ms
+        return wall
 
     def _record(self, ops: list[Op], now_ms: int) -> None:
         """Apply ``ops`` in a second, background batch; bounded, never raising into the request."""

@@ -50,6 +50,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -384,6 +385,8 @@ def to_request(scope: Scope, mode: str, envoy_target: bytes = b"") -> Request:
         peer_port=client[1] or 0,
         request_id=headers.get("x-request-id", ""),
         door="http",
+        # the arrival time, the HTTP door's counterpart of Envoy's attributes.request.time
+        time_ms=time.time_ns() // 1_000_000,
         target_problems=target_problems(target),
     )
 

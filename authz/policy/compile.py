@@ -68,7 +68,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     kinds = registered_kinds()
     sections = {k.section: k for k in kinds.values() if k.section}
     root.keys(
-        allowed={"version", "keys_file", "trusted_proxies", "limits", "paths", "ip_lists", "ip", "quotas", "reputation", "routes", *sections},
+        allowed={"version", "keys_file", "trusted_proxies", "limits", "clock", "paths", "ip_lists", "ip", "quotas", "reputation", "routes", *sections},
         required={"version", "routes"},
     )
     version = root.get("version")
@@ -82,6 +82,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     cc.shared["ip_lists"] = lists  # for methods that recognize clients by address (listed_bot)
     trusted = _trusted(root.get("trusted_proxies", []))
     limits = _limits(root.get("limits", {}))
+    clock, max_skew = _clock(root.get("clock", "system"))
     path_allow = _paths(root.get("paths", {}))
     global_ip = _ip_rules(root.get("ip", {}), lists)
     quotas_node = root.get("quotas", {})
@@ -128,6 +129,8 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
         trusted_proxies=trusted,
         ip=global_ip,
         limits=limits,
+        clock=clock,
+        clock_max_skew_ms=max_skew,
         path_allow=path_allow,
         ip_lists=lists,
         quotas=quotas,
@@ -201,6 +204,14 @@ def _trusted(node: Node) -> CidrSet | None:
         except ValueError:
             item.error(f"not an IP address or CIDR block: {item.value!r}")
     return cset
+
+
+def _clock(node: Node) -> tuple[str, int]:
+    """``clock: system | request`` or ``{source: request, max_skew: 5s}``."""
+    if isinstance(node.value, str):
+        return node.str(choices={"system", "request"}), 5000
+    node.keys(allowed={"source", "max_skew"}, required={"source"})
+    return node.get("source").str(choices={"system", "request"}), node.get("max_skew", "5s").duration_ms(min_ms=0)
 
 
 def _limits(node: Node) -> Limits:

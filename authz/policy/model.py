@@ -53,5 +53,9 @@ class Policy:
     #: (its own x-authz-* and each method's, e.g. JWT claim headers); a client-sent
     #: one that this request's decision did not set is removed
     upstream_headers: frozenset[str] = UPSTREAM_HEADERS
+    #: where "now" comes from: the wall clock ("system"), or the time the proxy received the
+    #: request ("request"), used only within ``clock_max_skew_ms`` of the wall clock when serving
+    clock: str = "system"
+    clock_max_skew_ms: int = 5000
     #: the policy's content hash (12 hex digits of SHA-256 over its text): health, decisions, the admin API
     version: str = ""
