@@ -92,6 +92,8 @@ class Engine:
         self.tarpits_skipped = 0
         #: take ``clock: request`` times as they are, however far from the wall clock (replaying traffic)
         self.trust_request_time = False
+        #: hold tarpitted answers (off when replaying or simulating: the delay is recorded, not waited)
+        self.hold_tarpits = True
 
     async def decide(self, req: Request) -> Decision:
         """The decision on one request. Never raises: anything unexpected is ``internal.error``."""
@@ -113,7 +115,7 @@ class Engine:
                 req, decision.id, decision.route, safe_traceback(exc),
             )  # fmt: skip
         self._emit(decision)
-        if ctx is not None and ctx.delay_ms and decision.allowed:
+        if ctx is not None and ctx.delay_ms and decision.allowed and self.hold_tarpits:
             await self._tarpit(ctx.delay_ms)
         return decision
 

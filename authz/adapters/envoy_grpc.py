@@ -247,6 +247,10 @@ def to_response(decision: Decision) -> Any:
         meta["subject"].string_value = ident.subject
     if ident.key_id:
         meta["key_id"].string_value = ident.key_id
+    if ident.method:
+        meta["auth"].string_value = ident.method
+    if ident.tier:
+        meta["tier"].string_value = ident.tier
 
     if decision.outcome is Outcome.ALLOW:
         if decision.feedback:

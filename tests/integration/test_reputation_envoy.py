@@ -10,9 +10,11 @@ count as failed logins.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +33,8 @@ pytestmark = pytest.mark.envoy
 
 POLICY = """
 version: 1
+quotas:
+  three: {limit: 3, window: 1m, burst: 3, by: ip}
 reputation:
   half_life: 10m
   scale: 10
@@ -46,6 +50,10 @@ routes:
     match: {path: {exact: /login}}
     auth: [anonymous]
     reputation: {sensitive: true, actions: [{at: 15, do: tag}]}
+  - name: metered
+    match: {path: {prefix: /metered/}}
+    auth: [anonymous]
+    quota: [three]
 """
 
 #: distinct /24s, so that two clients share no subnet identity
@@ -53,7 +61,7 @@ SCANNER, PERSON, GUESSER = "127.0.11.2", "127.0.12.2", "127.0.13.2"
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory, echo_upstream: EchoUpstream) -> Iterator[str]:
+def stack(tmp_path_factory: pytest.TempPathFactory, echo_upstream: EchoUpstream) -> Iterator[tuple[str, Proc, Path]]:
     policy = tmp_path_factory.mktemp("rep") / "policy.yaml"
     policy.write_text(POLICY)
     authz, authz_port = start_authz(policy, "--no-http")
@@ -61,11 +69,16 @@ def base(tmp_path_factory: pytest.TempPathFactory, echo_upstream: EchoUpstream) 
     try:
         ports = {"admin": free_port(), "ingress": free_port(), "upstream": echo_upstream.port, "authz": authz_port}
         envoy, _ = start_envoy(render_envoy_config(ENVOY_YAML, ports))
-        yield f"http://127.0.0.1:{ports['ingress']}"
+        yield f"http://127.0.0.1:{ports['ingress']}", envoy, policy
     finally:
         if envoy is not None:
             envoy.stop()
         authz.stop()
+
+
+@pytest.fixture
+def base(stack: tuple[str, Proc, Path]) -> str:
+    return stack[0]
 
 
 def score_seen(base: str, upstream: EchoUpstream, source: str, path: str = "/api/home") -> tuple[float, str]:
@@ -122,3 +135,26 @@ def test_a_login_the_backend_refuses_counts_as_a_failed_login(base: str, upstrea
     upstream.statuses["/login"] = 200
     score, signals = wait_score(base, upstream, GUESSER, above=15, path="/login")
     assert score > 15 and "login.failure" in signals.split(","), (score, signals)
+
+
+async def test_envoys_own_json_access_log_replays_to_the_same_outcomes(stack: tuple[str, Proc, Path], upstream: EchoUpstream) -> None:
+    from authz.offline.replay import read_records, replay
+    from authz.policy import load_policy
+
+    base, envoy, policy = stack
+    source = "127.0.14.2"
+    statuses = [http_request(f"{base}/metered/{i}", source=source, headers=[("user-agent", "replay-test/1")])[0] for i in range(6)]
+    assert statuses == [200, 200, 200, 429, 429, 429]
+    deadline = time.monotonic() + 10
+    while True:  # Envoy's stdout access log is flushed about every second
+        lines = [line for line in envoy.log_text().splitlines() if line.startswith("{") and '"/metered/' in line]
+        if len(lines) == 6 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(lines) == 6
+    first = json.loads(lines[0])
+    assert (first["authority"], first["user_agent"], first["client_ip"]) == ("127.0.0.1:" + base.rsplit(":", 1)[1], "replay-test/1", source)
+    report = await replay(read_records(lines), load_policy(str(policy)))
+    (tally,) = report.tallies
+    assert (tally.by_class["allowed"], tally.by_class["throttled"]) == (3, 3)
+    assert tally.by_reason["quota.exhausted"] == 3

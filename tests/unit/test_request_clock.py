@@ -60,5 +60,5 @@ async def test_replaying_trusts_recorded_times_and_quotas_follow_them() -> None:
 
 
 def test_a_bad_clock_is_refused() -> None:
-    with pytest.raises(ConfigError, match="clock: .*request"):
+    with pytest.raises(ConfigError, match=r"clock: .*request"):
         load_policy("p.yaml", POLICY.format(clock="sundial"))

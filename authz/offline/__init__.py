@@ -1,0 +1,1 @@
+"""Running the real pipeline away from a proxy: replaying recorded traffic (``authz replay``)."""
