@@ -10,6 +10,7 @@ count as failed logins.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -137,7 +138,7 @@ def test_a_login_the_backend_refuses_counts_as_a_failed_login(base: str, upstrea
     assert score > 15 and "login.failure" in signals.split(","), (score, signals)
 
 
-async def test_envoys_own_json_access_log_replays_to_the_same_outcomes(stack: tuple[str, Proc, Path], upstream: EchoUpstream) -> None:
+def test_envoys_own_json_access_log_replays_to_the_same_outcomes(stack: tuple[str, Proc, Path], upstream: EchoUpstream) -> None:
     from authz.offline.replay import read_records, replay
     from authz.policy import load_policy
 
@@ -154,7 +155,7 @@ async def test_envoys_own_json_access_log_replays_to_the_same_outcomes(stack: tu
     assert len(lines) == 6
     first = json.loads(lines[0])
     assert (first["authority"], first["user_agent"], first["client_ip"]) == ("127.0.0.1:" + base.rsplit(":", 1)[1], "replay-test/1", source)
-    report = await replay(read_records(lines), load_policy(str(policy)))
+    report = asyncio.run(replay(read_records(lines), load_policy(str(policy))))
     (tally,) = report.tallies
     assert (tally.by_class["allowed"], tally.by_class["throttled"]) == (3, 3)
     assert tally.by_reason["quota.exhausted"] == 3
