@@ -61,7 +61,7 @@ def _expected(name: str, path: str) -> str:
     from authz.stages.authenticate import registered_kinds
 
     kinds = registered_kinds()
-    top = {"ip", "ip_lists", "keys_file", "limits", "paths", "quotas", "routes", "trusted_proxies", "version"}
+    top = {"challenges", "ip", "ip_lists", "keys_file", "limits", "paths", "quotas", "routes", "trusted_proxies", "version"}
     top |= {k.section for k in kinds.values() if k.section}
     return BAD[name].format(
         file=path,
