@@ -12,6 +12,7 @@ from typing import TextIO
 import click
 
 from authz import __version__
+from authz.challenge import DEFAULT_MAX_DIFFICULTY, DEFAULT_MAX_SECONDS, MAX_DIFFICULTY
 from authz.errors import ConfigError
 from authz.policy.compile import load_policy
 from authz.settings import DEFAULT_DRAIN, Settings
@@ -190,8 +191,8 @@ def sign(url: str, method: str, headers: tuple[str, ...], key_id: str, algorithm
 @cli.command("solve")
 @click.argument("response", type=click.File("r"), default="-")
 @click.option("--challenge", "-c", "value", default=None, metavar="VALUE", help="The Authz-Challenge value itself, instead of reading RESPONSE.")
-@click.option("--max-seconds", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Give up after this long (or when the challenge expires, if sooner).")
-@click.option("--max-difficulty", default=26, show_default=True, type=click.IntRange(1, 32), help="Refuse, without working, a challenge harder than this many bits.")
+@click.option("--max-seconds", default=DEFAULT_MAX_SECONDS, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Give up after this long (or when the challenge expires, if sooner).")
+@click.option("--max-difficulty", default=DEFAULT_MAX_DIFFICULTY, show_default=True, type=click.IntRange(1, MAX_DIFFICULTY), help="Refuse, without working, a challenge harder than this many bits.")
 @click.option("--value-only", is_flag=True, help="Print only the header's value.")
 def solve(response: TextIO, value: str | None, max_seconds: float, max_difficulty: int, value_only: bool) -> None:
     """Solve a proof-of-work challenge and print the Authz-Solution header (docs/challenges.md).

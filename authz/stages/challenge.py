@@ -267,10 +267,12 @@ class Challenger:
         """The request's ``Authz-Solution``: absent, passed (its claim planned in ``ctx``) or failed.
 
         :param min_difficulty: a solution of an easier challenge fails ``challenge.insufficient``
+            (never more than ``max_difficulty``: a client can always pass)
         """
         value = ctx.req.headers.get(SOLUTION_HEADER)
         if value is None:
             return ABSENT
+        min_difficulty = min(min_difficulty, self.max_difficulty)
         outcome = self._verify(value, ctx.now_ms, binding, route, min_difficulty)
         if isinstance(outcome, Reason):
             ctx.signals.append(("challenge.failed", outcome.code))

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import pytest
 from http_sfv.dictionary import Dictionary
+from hypothesis import given
+from hypothesis import strategies as st
 
 from authz.challenge import (
     ChallengeFormatError,
@@ -382,6 +384,13 @@ def test_check_reports_absent_passed_and_failed_and_plans_only_for_a_pass() -> N
     assert ctx.ops == [] and ctx.reason is None
 
 
+def test_a_demand_above_the_cap_can_still_be_met() -> None:
+    c = Challenger("c", SECRET, base_difficulty=8, max_difficulty=10)
+    header = c.issue(ctx_for(), "b", "r", 99)[0][1]
+    ctx = ctx_for({"authz-solution": solve(header, now=T0 / 1000)})
+    assert c.check(ctx, "b", "r", min_difficulty=99).state is ChallengeState.PASSED
+
+
 def test_issue_clamps_the_difficulty_to_the_cap() -> None:
     c = Challenger("c", SECRET, base_difficulty=8, max_difficulty=12)
     assert parse_challenge(c.issue(ctx_for(), "b", "r", 40)[0][1]).difficulty == 12
@@ -509,3 +518,24 @@ def test_solve_reads_a_whole_curl_response() -> None:
     response = f"HTTP/1.1 401 Unauthorized\r\nwww-authenticate: PoW realm=\"authz\"\r\nAuthz-Challenge: {header}\r\n\r\n{{\"error\":\"challenge.required\"}}"
     token, nonce = parse_solution(solve(response, now=1))
     assert token == "v1.abc" and solved(token, nonce, 4)
+
+
+@given(
+    token=st.from_regex(r"[A-Za-z0-9_.-]{1,256}", fullmatch=True),
+    nonce=st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
+    spaces=st.integers(0, 3),
+)
+def test_the_fast_and_the_general_parser_agree(token: str, nonce: str, spaces: int) -> None:
+    canonical = format_solution(token, nonce)
+    assert parse_solution(canonical) == (token, nonce)
+    other = f'n="{nonce}",{" " * spaces}c="{token}"'  # not the canonical form: the general parser
+    assert parse_solution(other) == (token, nonce)
+
+
+@given(st.text(max_size=600))
+def test_any_solution_text_parses_or_is_refused_as_malformed(value: str) -> None:
+    try:
+        token, nonce = parse_solution(value)
+    except ChallengeFormatError:
+        return
+    assert 1 <= len(token) <= 256 and 1 <= len(nonce) <= 64
