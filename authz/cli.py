@@ -7,10 +7,12 @@ import logging
 import logging.handlers
 import queue
 import sys
+from typing import TextIO
 
 import click
 
 from authz import __version__
+from authz.challenge import DEFAULT_MAX_DIFFICULTY, DEFAULT_MAX_SECONDS, MAX_DIFFICULTY
 from authz.errors import ConfigError
 from authz.policy.compile import load_policy
 from authz.settings import DEFAULT_DRAIN, Settings
@@ -261,6 +263,37 @@ def sign(url: str, method: str, headers: tuple[str, ...], key_id: str | None, al
     if data is not None:
         parts += ["--data-binary", data]
     click.echo(" ".join(shlex.quote(p) for p in [*parts, url]))
+
+
+@cli.command("solve")
+@click.argument("response", type=click.File("r"), default="-")
+@click.option("--challenge", "-c", "value", default=None, metavar="VALUE", help="The Authz-Challenge value itself, instead of reading RESPONSE.")
+@click.option("--max-seconds", default=DEFAULT_MAX_SECONDS, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Give up after this long (or when the challenge expires, if sooner).")
+@click.option("--max-difficulty", default=DEFAULT_MAX_DIFFICULTY, show_default=True, type=click.IntRange(1, MAX_DIFFICULTY), help="Refuse, without working, a challenge harder than this many bits.")
+@click.option("--value-only", is_flag=True, help="Print only the header's value.")
+def solve(response: TextIO, value: str | None, max_seconds: float, max_difficulty: int, value_only: bool) -> None:
+    """Solve a proof-of-work challenge and print the Authz-Solution header (docs/challenges.md).
+
+    RESPONSE is a file (default: standard input) holding a refused response
+    as `curl -i` prints it, or just the Authz-Challenge value. The printed
+    line is a curl -H argument. Example:
+
+    \b
+        curl -si https://api.example.com/v1/signup > refused.txt
+        curl -H "$(authz solve refused.txt)" https://api.example.com/v1/signup
+
+    Exit 1 when the input holds no challenge, the challenge is too hard or
+    expired, or no solution was found in time.
+    """
+    from authz.challenge import SOLUTION_HEADER, ChallengeFormatError, SolveError
+    from authz.challenge import solve as solve_challenge
+
+    text = value if value is not None else response.read(1 << 20)
+    try:
+        solution = solve_challenge(text, max_seconds=max_seconds, max_difficulty=max_difficulty)
+    except (ChallengeFormatError, SolveError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(solution if value_only else f"{SOLUTION_HEADER.title()}: {solution}")
 
 
 def _runner(use_uvloop: bool):  # type: ignore[no-untyped-def]

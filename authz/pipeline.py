@@ -252,6 +252,14 @@ class Engine:
         if ctx.reason is not None:
             return route.name
 
+        # 3b. challenge (route option `challenge: <name>`, authz.stages.challenge): proof of work
+        #     bound to the client and the route; without a valid solution, refuse with a fresh
+        #     challenge before any store call; a solution's single-use claim joins the batch below
+        if route.challenge is not None:
+            route.challenge.demand(ctx, ctx.identity.client_key, route.name)
+            if ctx.reason is not None:
+                return route.name
+
         # 4. plan: every stateful check adds its operations to one batch
         #    (replay claims were planned by the authentication method above)
         tier = ctx.identity.tier

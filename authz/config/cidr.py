@@ -82,6 +82,19 @@ def _parse_ip(ip: str) -> tuple[int, int] | None:
 _MAX_IP_CHARS = 45
 
 
+@lru_cache(maxsize=65536)
+def subnet_of(ip: str) -> str:
+    """The /24 of an IPv4 address, the /64 of an IPv6 one ("" for something else)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    prefix = 24 if addr.version == 4 else 64
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+
+
 def canonical_ip(text: str) -> str | None:
     """The canonical text of the IP address ``text``, or None when it is not one.
 

@@ -17,12 +17,15 @@ The schema, by example (examples/policy.yaml is the annotated version)::
     ip: {deny: [blocked]}
     quotas:
       per-client: {limit: 100, window: 1m, burst: 20, by: client}
+    challenges:
+      default: {secret_file: secrets/challenge.key, ttl: 2m, base_difficulty: 16, max_difficulty: 24}
     routes:
       - name: api
         match: {hosts: [api.example.com], methods: [GET], path: {subtree: /v1}, ignore_case: true}
         auth: [anonymous]
         quota: [per-client]
         on_store_error: {quota: open, replay: closed}
+        challenge: default                  # proof of work on every request (authz.stages.challenge)
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from authz.keys import EMPTY_KEYRING, KeyRing, load_keys
 from authz.paths import ALLOWABLE, BY_NAME, NEVER_ALLOWED, NO_PROBLEM, PathProblem, canonicalize, fold_case, names
 from authz.policy.model import CHECK_KINDS, DEFAULT_ON_STORE_ERROR, STORE_ERROR_MODES, IpRules, Limits, Policy, Route
 from authz.stages.authenticate import Authenticator, MethodKind, registered_kinds
+from authz.stages.challenge import Challenger, compile_challengers
 from authz.stages.quota import DistinctLimit, Quota, compile_quotas
 from authz.stages.reputation import RouteReputation, compile_reputation, compile_route_reputation
 from authz.stages.respond import UPSTREAM_HEADERS
@@ -68,7 +72,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     kinds = registered_kinds()
     sections = {k.section: k for k in kinds.values() if k.section}
     root.keys(
-        allowed={"version", "keys_file", "trusted_proxies", "limits", "clock", "paths", "ip_lists", "ip", "quotas", "reputation", "routes", *sections},
+        allowed={"version", "keys_file", "trusted_proxies", "limits", "clock", "paths", "ip_lists", "ip", "quotas", "challenges", "reputation", "routes", *sections},
         required={"version", "routes"},
     )
     version = root.get("version")
@@ -89,6 +93,11 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     for name, qnode in quotas_node.entries():
         _name(name, qnode)
     quotas = compile_quotas(quotas_node, cc)
+    challenges_node = root.get("challenges", {})
+    for name, cnode in challenges_node.entries():
+        _name(name, cnode)
+    challengers = compile_challengers(challenges_node, cc)
+    cc.shared["challengers"] = challengers  # for sections that challenge (reputation)
 
     authenticators: dict[str, Authenticator] = {}
     for section, kind in sections.items():
@@ -103,9 +112,9 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     routes: list[Route] = []
     seen: dict[str, int] = {}
     for rnode in root.get("routes").items():
-        route = _route(rnode, lists, quotas, authenticators, kinds, global_ip, path_allow)
+        route = _route(rnode, lists, quotas, authenticators, kinds, global_ip, path_allow, challengers)
         if rnode.has("reputation"):
-            rep = compile_route_reputation(rnode.get("reputation"), quotas, route_bits, route.name, reputation)
+            rep = compile_route_reputation(rnode.get("reputation"), quotas, route_bits, route.name, reputation, challengers)
             route = dataclasses.replace(route, reputation=rep)
         elif route.name in route_bits:
             # a route others expect as a predecessor is tracked even when it does not score
@@ -135,6 +144,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
         ip_lists=lists,
         quotas=quotas,
         authenticators=authenticators,
+        challengers=challengers,
         keyring=cc.keyring,
         upstream_headers=upstream_headers,
         reputation=reputation,
@@ -343,9 +353,10 @@ def _route(
     kinds: dict[str, MethodKind],
     global_ip: IpRules,
     path_allow: PathProblem,
+    challengers: dict[str, Challenger],
 ) -> Route:
     node.keys(
-        allowed={"name", "match", "action", "ip", "auth", "quota", "tiers", "reputation", "on_store_error"},
+        allowed={"name", "match", "action", "ip", "auth", "quota", "tiers", "reputation", "on_store_error", "challenge"},
         required={"name"},
     )
     name = _name(node.get("name").str(), node.get("name"))
@@ -382,6 +393,16 @@ def _route(
     elif auth_node.value is not None:
         auth_node.error(f"a route with action {action!r} runs no checks; remove 'auth'")
 
+    challenger = None
+    if node.has("challenge"):
+        cnode = node.get("challenge")
+        cname = cnode.str()
+        if action != "check":
+            cnode.error(f"a route with action {action!r} runs no checks; remove 'challenge'")
+        if cname not in challengers:
+            cnode.error(f"no challenge named {cname!r} under 'challenges'")
+        challenger = challengers[cname]
+
     route_quotas = _route_quotas(node.get("quota", []), quotas)
     tiers: dict[str, tuple[tuple[Quota | DistinctLimit, int | None], ...]] = {}
     for tier, tnode in node.get("tiers", {}).entries():
@@ -408,6 +429,7 @@ def _route(
         quotas=route_quotas,
         tiers=tiers,
         on_store_error=modes,
+        challenge=challenger,
     )
 
 

@@ -14,6 +14,7 @@ from authz.config.cidr import CidrSet
 from authz.keys import EMPTY_KEYRING, KeyRing
 from authz.paths import NO_PROBLEM, PathProblem
 from authz.stages.authenticate import Authenticator
+from authz.stages.challenge import Challenger
 from authz.stages.identify import IpRules
 from authz.stages.quota import DistinctLimit, Quota
 from authz.stages.reputation import ReputationStage
@@ -46,6 +47,8 @@ class Policy:
     ip_lists: dict[str, CidrSet] = field(default_factory=dict)
     quotas: dict[str, Quota | DistinctLimit] = field(default_factory=dict)
     authenticators: dict[str, Authenticator] = field(default_factory=dict)
+    #: the ``challenges`` section: proof-of-work challengers by name
+    challengers: dict[str, Challenger] = field(default_factory=dict)
     keyring: KeyRing = EMPTY_KEYRING
     #: how evidence is weighed and kept (None: no route scores)
     reputation: ReputationStage | None = None

@@ -3,6 +3,7 @@
 1. route        stages/route.py        match the compiled policy -> Route
 2. identify     stages/identify.py     client address (trusted proxies), address lists
 3. authenticate stages/authenticate/   JWT, RFC 9421 signatures, Kong hmac (pure CPU, cached)
+   challenge    stages/challenge.py    proof of work (a route's `challenge:`): refuse or plan its claim
 4. plan         stages/replay.py       single-use claims (nonces, jti) planned by the methods
                 stages/quota.py        token buckets
                                        ... all as operations of one batch

@@ -37,7 +37,6 @@ class Ctx:
         "score",
         "top_signals",
         "delay_ms",
-        "challenge",
         "decoy",
         "outcome",
         "feedback",
@@ -80,9 +79,8 @@ class Ctx:
         #: the reputation score (0-100) and its top signals with their share, when the route scores
         self.score: float | None = None
         self.top_signals: list[tuple[str, float]] = []
-        #: hold the answer this long (tarpit), a proof-of-work difficulty to ask for, a decoy answer
+        #: hold the answer this long (tarpit), a decoy answer
         self.delay_ms = 0
-        self.challenge = 0
         self.decoy: tuple[int, str, bytes] | None = None
         #: the evidence a decision's reason code reveals, as operations for a background batch
         self.outcome: Callable[[str], list[Op]] | None = None

@@ -41,12 +41,12 @@ Policy section, by example::
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from authz.config.cidr import subnet_of
 from authz.decision import QUOTA_EXHAUSTED, Outcome, reason
 from authz.stages.context import Ctx
 from authz.store.base import Distinct, Op, Result, Tokens
@@ -71,18 +71,6 @@ _CLAIM = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @lru_cache(maxsize=65536)
-def subnet_of(ip: str) -> str:
-    """The /24 of an IPv4 address, the /64 of an IPv6 one ("" for something else)."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ""
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    prefix = 24 if addr.version == 4 else 64
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
-
-
 def _bounded(value: str) -> str:
     if len(value) <= MAX_PART and "{" not in value and "}" not in value:
         return value
@@ -336,4 +324,4 @@ def _cooldown(node: Node) -> Cooldown:
     )
 
 
-__all__ = ["DistinctLimit", "KeyTemplate", "Quota", "compile_quotas", "subnet_of"]
+__all__ = ["DistinctLimit", "KeyTemplate", "Quota", "compile_quotas"]

@@ -32,11 +32,11 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from authz.decision import Outcome, reason
+from authz.config.cidr import subnet_of
+from authz.decision import Outcome, Reason, reason
 from authz.stages.context import Ctx
-from authz.stages.quota import Quota, subnet_of
 from authz.store.base import Distinct, Op, Result, Tokens
 from authz.store.ops import CountDistinct, Derived, Reputation, Standing, TakeTokens
 
@@ -95,6 +95,8 @@ SIGNALS: dict[str, Signal] = {
 #: the identities that can be scored, and how much one kind says about one sender
 IDENTITY_KINDS: dict[str, float] = {"ip": 1.0, "subnet": 0.6, "subject": 1.0, "key_id": 1.0, "session": 1.0, "device": 1.0}
 ACTIONS = ("tag", "throttle", "tarpit", "challenge", "decoy", "deny")
+#: the header a challenged client repeats its request with (authz.challenge.SOLUTION_HEADER)
+_SOLUTION = "authz-solution"
 _NUMBER = re.compile(r"/(\d{1,15})(?:/|$|\.)")
 _MAX_PART = 96
 
@@ -124,16 +126,38 @@ def _part(value: str) -> str:
     return "h:" + hashlib.sha256(value.encode()).hexdigest()[:24]
 
 
+class Bucket(Protocol):
+    """What a throttle needs of a bucket quota (authz.stages.quota.Quota): stages meet only through types like this."""
+
+    name: str
+    interval_ms: int
+    burst: int
+    cost: int
+
+    @property
+    def by(self) -> Any: ...
+
+
+class Challenger(Protocol):
+    """What the challenge action needs of a proof-of-work challenger (authz.stages.challenge.Challenger)."""
+
+    def difficulty_for(self, score: float) -> int: ...
+
+    def check(self, ctx: Ctx, binding: str, route: str, *, min_difficulty: int = 0) -> Any: ...
+
+    def refuse(self, ctx: Ctx, reason: Reason, binding: str, route: str, difficulty: int, *, status: int = 0) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
     """Do ``do`` at scores of ``at`` and above."""
 
     at: float
     do: str
-    quota: Quota | None = None
+    quota: Bucket | None = None
     delay_ms: int = 0
     decoy: Decoy | None = None
-    difficulty: int = 0
+    challenger: Challenger | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +273,7 @@ class ReputationStage:
             number = int(m.group(1))
         derived = self._derived(anonymous)
         identities = self.identities_of(ctx)
-        judge = _Judge(self, route, len(identities))
+        judge = _Judge(self, route, len(identities), ctx.route_name)
         flags = FEEDBACK_VERSION + ("a" if anonymous else "") + ("s" if route.sensitive else "")
         ctx.feedback = (flags, *(key for _, key in identities))
         if ctx.identity.country and self.travel_countries:
@@ -266,6 +290,8 @@ class ReputationStage:
                 _Part(judge, kind),
             )  # fmt: skip
         for action in route.actions:
+            if action.do == "challenge" and action.challenger is not None and _SOLUTION in ctx.req.headers:
+                judge.solution = action.challenger.check(ctx, ctx.identity.client_key, ctx.route_name)
             if action.do == "throttle" and action.quota is not None:
                 q = action.quota
                 key, owner = q.by.render(ctx)
@@ -390,14 +416,17 @@ def _anonymous(ctx: Ctx) -> bool:
 class _Judge:
     """Collects the identities' standings and the throttle's result, then acts once (a finalizer)."""
 
-    __slots__ = ("stage", "route", "expected", "standings", "throttle")
+    __slots__ = ("stage", "route", "route_name", "expected", "standings", "throttle", "solution")
 
-    def __init__(self, stage: ReputationStage, route: RouteReputation, expected: int) -> None:
+    def __init__(self, stage: ReputationStage, route: RouteReputation, expected: int, route_name: str) -> None:
         self.stage = stage
         self.route = route
+        self.route_name = route_name
         self.expected = expected
         self.standings: list[tuple[str, Standing]] = []
         self.throttle: Tokens | None = None
+        #: the request's Authz-Solution, checked before the score is known (its claim joins the batch)
+        self.solution: Any = None
 
     def finish(self, ctx: Ctx) -> None:
         stage, route = self.stage, self.route
@@ -430,6 +459,23 @@ class _Judge:
         ctx.signals.append(("reputation.action", action.do))
         self._act(ctx, action, top)
 
+    def _challenge(self, ctx: Ctx, challenger: Challenger) -> None:
+        """Pass a solution of a hard enough challenge (its single use was claimed in the batch), else challenge.
+
+        The difficulty grows with the score (``Challenger.difficulty_for``): each
+        step doubles the expected work.
+        """
+        needed = challenger.difficulty_for(ctx.score or 0.0)
+        solution = self.solution
+        if solution is not None and solution.passed and solution.difficulty >= needed:
+            if ctx.reason is None:  # its claim was not refused as a replay
+                ctx.signals.append(("reputation.challenge", f"passed d={solution.difficulty}"))
+            return
+        why = solution.reason if solution is not None and solution.reason is not None else REPUTATION_CHALLENGED
+        if solution is not None and solution.passed:
+            ctx.signals.append(("reputation.challenge", f"insufficient d={solution.difficulty} < {needed}"))
+        challenger.refuse(ctx, why, ctx.identity.client_key, self.route_name, needed)
+
     def _act(self, ctx: Ctx, action: Action, top: list[tuple[str, float]]) -> None:
         do = action.do
         if do == "tag":
@@ -441,9 +487,8 @@ class _Judge:
                 ctx.deny_headers.append(("retry-after", str(max((t.retry_after_ms + 999) // 1000, 1))))
         elif do == "tarpit":
             ctx.delay_ms = max(ctx.delay_ms, min(action.delay_ms, self.stage.max_tarpit_ms))
-        elif do == "challenge":
-            ctx.refuse(REPUTATION_CHALLENGED)
-            ctx.challenge = action.difficulty or 1
+        elif do == "challenge" and action.challenger is not None:
+            self._challenge(ctx, action.challenger)
         elif do == "decoy" and action.decoy is not None:
             ctx.refuse(REPUTATION_DECOY, status=action.decoy.status)
             ctx.decoy = (action.decoy.status, action.decoy.content_type, action.decoy.body)
@@ -562,16 +607,18 @@ def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationSta
 
 
 def compile_route_reputation(
-    node: Node, quotas: Mapping[str, Any], route_bits: Mapping[str, int], route_name: str, stage: ReputationStage | None
+    node: Node, quotas: Mapping[str, Any], route_bits: Mapping[str, int], route_name: str, stage: ReputationStage | None,
+    challengers: Mapping[str, Any] | None = None,
 ) -> RouteReputation:
     """A route's ``reputation`` key: ``{actions: [...], monitor, after: [routes], sensitive}``."""
     if stage is None:
         node.error("a route's reputation needs the policy's top-level reputation section")
+    challengers = challengers or {}
     node.keys(allowed={"actions", "monitor", "after", "sensitive"})
     actions: list[Action] = []
     last = -1.0
     for item in node.get("actions", []).items():
-        item.keys(allowed={"at", "do", "quota", "delay", "status", "content_type", "body", "difficulty"}, required={"at", "do"})
+        item.keys(allowed={"at", "do", "quota", "delay", "status", "content_type", "body", "challenge"}, required={"at", "do"})
         at = item.get("at").number(min=0.0, max=100.0)
         if at <= last:
             item.get("at").error("actions are listed by rising score")
@@ -581,7 +628,7 @@ def compile_route_reputation(
         if do == "throttle":
             qname = item.get("quota").str()
             q = quotas.get(qname)
-            if not isinstance(q, Quota):
+            if q is None or not hasattr(q, "interval_ms"):  # a distinct-count limit has no bucket
                 item.get("quota").error(f"no bucket quota named {qname!r} in quotas")
             quota = q
         elif item.has("quota"):
@@ -598,8 +645,16 @@ def compile_route_reputation(
                 content_type=item.get("content_type", "application/json").str(),
                 body=item.get("body", "[]").str(nonempty=False).encode(),
             )
-        difficulty = item.get("difficulty", 18).int(min=1, max=32) if do == "challenge" else 0
-        actions.append(Action(at=at, do=do, quota=quota, delay_ms=delay, decoy=decoy, difficulty=difficulty))
+        challenger = None
+        if do == "challenge":
+            cname = item.get("challenge", "default").str()
+            challenger = challengers.get(cname)
+            if challenger is None:
+                where = item.get("challenge") if item.has("challenge") else item.get("do")
+                where.error(f"no challenger named {cname!r} in the challenges section (docs/challenges.md)")
+        elif item.has("challenge"):
+            item.get("challenge").error("only do: challenge takes a challenge")
+        actions.append(Action(at=at, do=do, quota=quota, delay_ms=delay, decoy=decoy, challenger=challenger))
     after_names = tuple(node.get("after", []).str_list())
     after = 0
     for i, name in enumerate(after_names):

@@ -21,6 +21,7 @@ from authz.stages.identify import IpRules
 if TYPE_CHECKING:
     from authz.request import Request
     from authz.stages.authenticate import Authenticator
+    from authz.stages.challenge import Challenger
     from authz.stages.quota import DistinctLimit, Quota
     from authz.stages.reputation import RouteReputation
 
@@ -90,6 +91,8 @@ class Route:
     reputation: RouteReputation | None = None
     #: check family -> open | closed | local, when the store fails
     on_store_error: Mapping[str, str] = field(default_factory=lambda: MappingProxyType(DEFAULT_ON_STORE_ERROR))
+    #: demand proof of work of every request (``challenge: <name>``; authz.stages.challenge)
+    challenge: Challenger | None = None
 
 
 def _strip_port(host: str) -> str:

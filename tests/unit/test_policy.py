@@ -20,6 +20,14 @@ BAD = {
     "bad_auth_method.yaml": "{file}:4: routes[0].auth[1]: unknown authentication method 'kerberos' (known: {kinds})",
     "bad_auth_missing.yaml": "{file}:3: routes[0]: a route with action 'check' needs 'auth' (a list such as [anonymous] or [jwt:partners])",
     "bad_auth_on_allow.yaml": "{file}:5: routes[0].auth: a route with action 'allow' runs no checks; remove 'auth'",
+    "bad_challenge_accept_twice.yaml": "{file}:6: challenges.default.accept[0].secret_file: this secret is already listed",
+    "bad_challenge_difficulty.yaml": "{file}:6: challenges.default.max_difficulty: must be at least 20; got 16",
+    "bad_challenge_no_secret.yaml": "{file}:5: challenges.default.secret_file: cannot read file 'secrets/absent.key' (looked for {dir}/secrets/absent.key): No such file or directory",
+    "bad_challenge_on_allow.yaml": "{file}:7: routes[0].challenge: a route with action 'allow' runs no checks; remove 'challenge'",
+    "bad_challenge_ref.yaml": "{file}:7: routes[0].challenge: no challenge named 'strict' under 'challenges'",
+    "bad_challenge_short_secret.yaml": "{file}:4: challenges.default.secret_file: a challenge secret needs at least 32 bytes, this file has 9 (make one with: openssl rand -base64 48)",
+    "bad_challenge_ttl.yaml": "{file}:5: challenges.default.ttl: at most 1h: a solution stays usable, and its claim remembered, that long",
+    "bad_challenge_until.yaml": "{file}:7: challenges.default.accept[0].until: give a time zone (Z for UTC)",
     "bad_claim_header.yaml": "{file}:7: jwt_providers.partners.forward.claims.email: a claim header is named x-authz-<name>, got 'x-user-email': the proxy configs forward that prefix to the upstream and strip client-sent copies (docs/jwt.md)",
     "bad_cidr_inline.yaml": "{file}:6: ip_lists.blocked.cidrs[1]: not an IP address or CIDR block: '300.1.2.3/8'",
     "bad_duplicate_key.yaml": "{file}:5: duplicate key 'name' (first on line 3)",
@@ -68,7 +76,7 @@ def _expected(name: str, path: str) -> str:
     from authz.stages.authenticate import registered_kinds
 
     kinds = registered_kinds()
-    top = {"ip", "ip_lists", "keys_file", "limits", "paths", "quotas", "reputation", "routes", "trusted_proxies", "version"}
+    top = {"challenges", "clock", "ip", "ip_lists", "keys_file", "limits", "paths", "quotas", "reputation", "routes", "trusted_proxies", "version"}
     top |= {k.section for k in kinds.values() if k.section}
     return BAD[name].format(
         file=path,

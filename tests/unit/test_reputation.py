@@ -300,3 +300,40 @@ def test_the_documented_policy_and_signal_table_are_true() -> None:
     assert [r.name for r in policy.routes if r.reputation is not None] == ["login", "catalogue", "checkout"]
     for row in signals_table().splitlines():
         assert row in doc, f"docs/reputation.md is missing {row!r} (regenerate with `authz signals`)"
+
+
+async def test_challenge_action_asks_for_work_that_grows_with_the_score(tmp_path: Any) -> None:
+    from authz.challenge import SOLUTION_HEADER, solve
+
+    secret = tmp_path / "challenge.key"
+    secret.write_bytes(b"k" * 32)
+    text = POLICY.replace("routes:\n", f"challenges:\n  default: {{secret_file: {secret}, base_difficulty: 2, max_difficulty: 10}}\nroutes:\n", 1)
+    text = text.replace("        - {at: 20, do: tag}\n", "        - {at: 20, do: challenge}\n", 1)
+    e = engine(text)
+    e.clock.ms = int(__import__("time").time() * 1000)  # type: ignore[attr-defined]  # the solver judges expiry by the wall clock
+    peer = "192.0.2.40"
+    first = await decide_with(e, req("/api/x", peer=peer), [("probe.injection", 0.5)])  # score 20
+    assert (first.status, first.reason) == (429, "reputation.challenged")
+    challenge = dict(first.client_headers)["authz-challenge"]
+    assert "d=3" in challenge  # base 2 + 20% of (10 - 2), rounded down
+    kept = dict((await decide_with(e, req("/api/x", peer=peer), [])).client_headers)["authz-challenge"]  # for later
+    sol = SOLUTION_HEADER.replace("-", "_")
+    solution = solve(challenge, now=e.clock.ms / 1000)  # type: ignore[attr-defined]
+    solved = await decide_with(e, req("/api/x", peer=peer, **{sol: solution}), [])
+    assert solved.reason == "ok" and ("reputation.challenge", "passed d=3") in solved.signals
+    assert SOLUTION_HEADER in solved.remove_headers  # the backend never sees it
+    again = await decide_with(e, req("/api/x", peer=peer, **{sol: solution}), [])
+    assert again.reason == "challenge.replay"  # one request per solution
+    # the score rose: a challenge of the old difficulty is no longer enough
+    harder = await decide_with(e, req("/api/x", peer=peer), [("probe.injection", 0.3)])  # about 29: still a challenge
+    need = int(dict(harder.client_headers)["authz-challenge"].split("d=")[1].split(",")[0])
+    assert need > 3
+    easy = solve(kept, now=e.clock.ms / 1000)  # type: ignore[attr-defined]
+    refused = await decide_with(e, req("/api/x", peer=peer, **{sol: easy}), [])
+    assert refused.reason == "reputation.challenged"
+    assert ("reputation.challenge", f"insufficient d=3 < {need}") in refused.signals
+
+
+def test_a_challenge_action_names_a_challenger() -> None:
+    with pytest.raises(ConfigError, match="no challenger named 'default'"):
+        engine(POLICY.replace("        - {at: 20, do: tag}\n", "        - {at: 20, do: challenge}\n", 1))
