@@ -92,6 +92,8 @@ SIGNALS: dict[str, Signal] = {
     "agent.": Signal(4.0, "an agent signature that did not verify (forged, expired, replayed)"),
 }
 
+#: identities that many senders may share: volume there is not evidence against one of them
+_SHARED_KINDS = frozenset({"ip", "subnet"})
 #: the identities that can be scored, and how much one kind says about one sender
 IDENTITY_KINDS: dict[str, float] = {"ip": 1.0, "subnet": 0.6, "subject": 1.0, "key_id": 1.0, "session": 1.0, "device": 1.0}
 ACTIONS = ("tag", "throttle", "tarpit", "challenge", "decoy", "deny")
@@ -200,6 +202,9 @@ class ReputationStage:
     score_header: bool = True
     max_tarpit_ms: int = 200
     top: int = 3
+    #: past this many (decayed) requests per half-life, an identity's evidence is scaled down by
+    #: volume / requests: what counts for a busy identity is its evidence per request
+    volume: float = 50.0
     #: geo.travel: more than ``travel_countries`` countries for one token or session within a window
     travel_window_ms: int = 3_600_000
     travel_countries: int = 1
@@ -222,12 +227,22 @@ class ReputationStage:
             return override
         return spec.weight if spec is not None else 1.0
 
-    def _derived(self, anonymous: bool) -> Derived:
+    def _derived(self, anonymous: bool, kind: str) -> Derived:
+        """What the store infers for one identity of this request.
+
+        A steady cadence counts only for anonymous requests (an integration is
+        expected to be regular). A burst counts only for an anonymous session
+        or device: an address or a network may be many people (a carrier NAT,
+        an office), whose volume is the quotas' business, not evidence against
+        any of them; an authenticated power user is expected to be busy.
+        """
         d = self.derived
-        if anonymous:
+        burst = d.burst_weight if anonymous and kind not in _SHARED_KINDS else 0.0
+        cadence = d.cadence_weight if anonymous else 0.0
+        if burst == d.burst_weight and cadence == d.cadence_weight:
             return d
         return Derived(
-            d.alpha, d.cadence_min, d.cadence_cv, 0.0, d.burst_half_life_ms, d.burst_rate, d.burst_weight,
+            d.alpha, d.cadence_min, d.cadence_cv, cadence, d.burst_half_life_ms, d.burst_rate, burst,
             d.sequence_min, d.sequence_weight,
         )  # fmt: skip
 
@@ -271,7 +286,6 @@ class ReputationStage:
         m = _NUMBER.search(ctx.req.route_path) if route.actions or route.bit else None
         if m is not None:
             number = int(m.group(1))
-        derived = self._derived(anonymous)
         identities = self.identities_of(ctx)
         judge = _Judge(self, route, len(identities), ctx.route_name)
         flags = FEEDBACK_VERSION + ("a" if anonymous else "") + ("s" if route.sensitive else "")
@@ -285,7 +299,7 @@ class ReputationStage:
             ctx.plan(
                 Reputation(
                     key, self.half_life_ms, self.ttl_ms, evidence=tuple(evidence), number=number,
-                    route_bit=route.bit, derived=derived,
+                    route_bit=route.bit, derived=self._derived(anonymous, kind),
                 ),
                 _Part(judge, kind),
             )  # fmt: skip
@@ -362,7 +376,10 @@ class ReputationStage:
             for name, amount in extra:
                 signals[name] = signals.get(name, 0.0) + amount
             total = sum(signals.values())
-            raw = 100.0 * total / (total + self.scale) if total > 0 else 0.0
+            # a busy identity's evidence counts by its rate: the base rate of honest mistakes
+            # (a 404, a refused quota) of many people behind one address stays small
+            counted = total * self.volume / standing.count if standing.count > self.volume else total
+            raw = 100.0 * counted / (counted + self.scale) if counted > 0 else 0.0
             s = raw * self.kind_weights.get(kind, 1.0)
             if s > best[0]:
                 ranked = sorted(signals.items(), key=lambda kv: -kv[1])[: self.top]
@@ -555,7 +572,7 @@ class _Throttle:
 
 def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationStage:
     """The global ``reputation`` section."""
-    node.keys(allowed={"half_life", "ttl", "scale", "identities", "weights", "cadence", "burst", "sequence", "travel", "monitor", "score_header", "max_tarpit", "top"})
+    node.keys(allowed={"half_life", "ttl", "scale", "identities", "weights", "cadence", "burst", "sequence", "travel", "volume", "monitor", "score_header", "max_tarpit", "top"})
     half_life = node.get("half_life", "10m").duration_ms(min_ms=1000)
     ttl = node.get("ttl", f"{half_life * 4}ms").duration_ms(min_ms=half_life)
     identities = []
@@ -600,6 +617,7 @@ def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationSta
         score_header=node.get("score_header", True).bool(),
         max_tarpit_ms=node.get("max_tarpit", "200ms").duration_ms(min_ms=0),
         top=node.get("top", 3).int(min=1, max=20),
+        volume=node.get("volume", 50).number(min=1.0, max=1_000_000.0),
         travel_window_ms=travel.get("window", "1h").duration_ms(min_ms=60_000),
         # 0 turns it off
         travel_countries=travel.get("countries", 1).int(min=0, max=50),

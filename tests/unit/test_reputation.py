@@ -4,6 +4,7 @@ each signal moves the score the documented way and decays as documented; actions
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Any
 
 import pytest
@@ -77,12 +78,13 @@ class Evidence(Authenticator):
     name = "t"
 
     def present(self, req: Request) -> bool:
-        return any(h in req.headers for h in ("x-evidence", "x-bad", "x-sub", "x-country"))
+        return any(h in req.headers for h in ("x-evidence", "x-bad", "x-sub", "x-country", "x-session"))
 
     async def authenticate(self, req: Request, ctx: Ctx) -> AuthResult:
         if "x-bad" in req.headers:
             return AuthResult(ok=False, reason=JWT_BAD_SIGNATURE)
         ctx.identity.country = req.headers.get("x-country", "")
+        ctx.identity.session = req.headers.get("x-session", "")
         for item in filter(None, req.headers.get("x-evidence", "").split(",")):
             name, _, strength = item.partition("=")
             ctx.evidence.append((name, float(strength)))
@@ -337,3 +339,39 @@ async def test_challenge_action_asks_for_work_that_grows_with_the_score(tmp_path
 def test_a_challenge_action_names_a_challenger() -> None:
     with pytest.raises(ConfigError, match="no challenger named 'default'"):
         engine(POLICY.replace("        - {at: 20, do: tag}\n", "        - {at: 20, do: challenge}\n", 1))
+
+
+async def test_a_busy_address_is_judged_by_its_rate_of_evidence() -> None:
+    e = engine()
+    # 600 requests in 5 minutes from one address (many people behind a carrier NAT), 6 of them 404s
+    nat = "100.64.0.1"
+    rng = random.Random(7)
+    at = T0
+    for i in range(600):
+        at += int(rng.expovariate(1 / 500))  # many people: arrivals at random
+        e.clock.ms = at  # type: ignore[attr-defined]
+        d = await e.decide(req(f"/api/p/{(i * 7919) % 5000}", peer=nat, x_session=f"s{i % 150}"))
+        if i % 100 == 0:
+            e.backend_answered(d.feedback, 404)
+            await e.settle()
+    busy = await e.decide(req("/", peer=nat))
+    # the same six 404s from a quiet address
+    quiet = "192.0.2.60"
+    for i in range(6):
+        d = await e.decide(req(f"/api/x{i}", peer=quiet))
+        e.backend_answered(d.feedback, 404)
+    await e.settle()
+    alone = await e.decide(req("/", peer=quiet))
+    assert busy.score is not None and alone.score is not None
+    assert busy.score < 5 < alone.score
+    # no burst evidence on the address, whatever its volume; its sessions are not bursting either
+    assert "burst" not in dict(busy.top_signals)
+
+
+async def test_a_bursting_anonymous_session_is_evidence_and_its_address_is_not() -> None:
+    e = engine()
+    for i in range(60):
+        e.clock.ms = T0 + i * 100  # type: ignore[attr-defined]  # 10 a second, one session
+        d = await e.decide(req("/", peer="192.0.2.61", x_session="hot"))
+    assert dict(d.signals)["reputation.identity"] == "session"
+    assert "burst" in dict(d.top_signals)
