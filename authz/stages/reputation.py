@@ -80,7 +80,7 @@ SIGNALS: dict[str, Signal] = {
     # inferred by the store from the identity's history
     "cadence": Signal(1.0, "inter-arrival times too regular for a person (coefficient of variation below the threshold)", anonymous_only=True),
     "burst": Signal(1.0, "more requests within seconds than a person sends"),
-    "sequence": Signal(2.0, "consecutive numeric ids requested one after another (/items/41, /items/42...)"),
+    "sequence": Signal(2.0, "consecutive numeric ids requested one after another (/items/41, /items/42...)", anonymous_only=True),
     # found in the request itself (other stages add them to ctx.evidence)
     "ua.automation": Signal(0.5, "a library or headless-browser user agent", anonymous_only=True),
     "headers.missing": Signal(0.5, "ordinary browser headers (accept, accept-language, user-agent) are missing", anonymous_only=True),
@@ -230,20 +230,21 @@ class ReputationStage:
     def _derived(self, anonymous: bool, kind: str) -> Derived:
         """What the store infers for one identity of this request.
 
-        A steady cadence counts only for anonymous requests (an integration is
-        expected to be regular). A burst counts only for an anonymous session
+        A steady cadence and a run of consecutive ids count only for anonymous
+        requests (an integration is expected to be regular, and to page through
+        a collection). A burst counts only for an anonymous session
         or device: an address or a network may be many people (a carrier NAT,
         an office), whose volume is the quotas' business, not evidence against
         any of them; an authenticated power user is expected to be busy.
         """
         d = self.derived
         burst = d.burst_weight if anonymous and kind not in _SHARED_KINDS else 0.0
-        cadence = d.cadence_weight if anonymous else 0.0
-        if burst == d.burst_weight and cadence == d.cadence_weight:
+        if anonymous and burst == d.burst_weight:
             return d
+        cadence, sequence = (d.cadence_weight, d.sequence_weight) if anonymous else (0.0, 0.0)
         return Derived(
             d.alpha, d.cadence_min, d.cadence_cv, cadence, d.burst_half_life_ms, d.burst_rate, burst,
-            d.sequence_min, d.sequence_weight,
+            d.sequence_min, sequence,
         )  # fmt: skip
 
     # -- identities ------------------------------------------------------------------
