@@ -90,6 +90,7 @@ SIGNALS: dict[str, Signal] = {
     "network.hosting": Signal(0.5, "the address belongs to a hosting provider's network"),
     "geo.travel": Signal(3.0, "the same token or session appeared from countries too far apart too soon"),
     "agent.": Signal(4.0, "an agent signature that did not verify (forged, expired, replayed)"),
+    "ua.impersonation": Signal(6.0, "the user agent names a crawler of the claimed_bots list, and the request is neither a verified agent nor a listed bot"),
 }
 
 #: identities that many senders may share: volume there is not evidence against one of them
@@ -202,6 +203,9 @@ class ReputationStage:
     score_header: bool = True
     max_tarpit_ms: int = 200
     top: int = 3
+    #: user-agent words of crawlers that prove who they are (Web Bot Auth, listed addresses):
+    #: a request claiming one without proof is ua.impersonation (lower case, matched as words)
+    claimed_bots: re.Pattern[str] | None = None
     #: past this many (decayed) requests per half-life, an identity's evidence is scaled down by
     #: volume / requests: what counts for a busy identity is its evidence per request
     volume: float = 50.0
@@ -278,6 +282,12 @@ class ReputationStage:
             ctx.signals.append(("reputation", "verified-bot: not scored"))
             return
         anonymous = _anonymous(ctx)
+        claimed = self.claimed_bots
+        if claimed is not None and ctx.identity.tier != "listed-bot":
+            m = claimed.search(ctx.req.headers.get("user-agent", ""))
+            if m is not None:
+                ctx.evidence.append(("ua.impersonation", 1.0))
+                ctx.signals.append(("reputation.claimed_bot", m.group(0).lower()))
         evidence = []
         for name, strength in ctx.evidence:
             w = self.weight(name, anonymous)
@@ -573,7 +583,7 @@ class _Throttle:
 
 def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationStage:
     """The global ``reputation`` section."""
-    node.keys(allowed={"half_life", "ttl", "scale", "identities", "weights", "cadence", "burst", "sequence", "travel", "volume", "monitor", "score_header", "max_tarpit", "top"})
+    node.keys(allowed={"half_life", "ttl", "scale", "identities", "weights", "cadence", "burst", "sequence", "travel", "volume", "claimed_bots", "monitor", "score_header", "max_tarpit", "top"})
     half_life = node.get("half_life", "10m").duration_ms(min_ms=1000)
     ttl = node.get("ttl", f"{half_life * 4}ms").duration_ms(min_ms=half_life)
     identities = []
@@ -619,10 +629,21 @@ def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationSta
         max_tarpit_ms=node.get("max_tarpit", "200ms").duration_ms(min_ms=0),
         top=node.get("top", 3).int(min=1, max=20),
         volume=node.get("volume", 50).number(min=1.0, max=1_000_000.0),
+        claimed_bots=_claimed_bots(node.get("claimed_bots", [])),
         travel_window_ms=travel.get("window", "1h").duration_ms(min_ms=60_000),
         # 0 turns it off
         travel_countries=travel.get("countries", 1).int(min=0, max=50),
     )
+
+
+def _claimed_bots(node: Node) -> re.Pattern[str] | None:
+    words = []
+    for item in node.items():
+        word = item.str()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,63}", word):
+            item.error(f"a crawler's user-agent word (letters, digits, '.', '_', '-'), got {word!r}")
+        words.append(re.escape(word))
+    return re.compile(r"\b(?:" + "|".join(words) + r")\b", re.IGNORECASE) if words else None
 
 
 def compile_route_reputation(

@@ -375,3 +375,16 @@ async def test_a_bursting_anonymous_session_is_evidence_and_its_address_is_not()
         d = await e.decide(req("/", peer="192.0.2.61", x_session="hot"))
     assert dict(d.signals)["reputation.identity"] == "session"
     assert "burst" in dict(d.top_signals)
+
+
+async def test_a_user_agent_claiming_a_listed_crawler_without_proof_is_impersonation() -> None:
+    e = engine(POLICY.replace("  scale: 10\n", "  scale: 10\n  claimed_bots: [GPTBot, Googlebot]\n", 1))
+    ua = "Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)"
+    fake = await e.decide(Request(method="GET", path="/", host="shop.example", headers={"user-agent": ua}, peer_ip="192.0.2.70"))
+    assert fake.score == pytest.approx(100 * 6 / 16, abs=0.1)
+    assert ("reputation.claimed_bot", "gptbot") in fake.signals and fake.top_signals[0][0] == "ua.impersonation"
+    # a word inside another is no claim
+    other = await e.decide(Request(method="GET", path="/", host="shop.example", headers={"user-agent": "NotGPTBotter/1"}, peer_ip="203.0.113.71"))
+    assert other.score == 0
+    with pytest.raises(ConfigError, match="a crawler's user-agent word"):
+        engine(POLICY.replace("  scale: 10\n", "  scale: 10\n  claimed_bots: ['Googlebot; rm']\n", 1))
