@@ -216,6 +216,10 @@ class Decision:
             rec["key_id"] = ident.key_id
         if ident.method:
             rec["auth_method"] = ident.method
+        if ident.country:
+            rec["country"] = ident.country
+        if ident.asn:
+            rec["asn"] = ident.asn
         if self.signals:
             rec["signals"] = dict(self.signals)
         return rec

@@ -12,6 +12,11 @@ SIGTERM/SIGINT:
 
 SIGHUP reloads the policy file. A file that does not validate is refused with
 its error logged (file, line, field) and the running policy stays in force.
+The files the policy names besides itself (address lists, the hosting AS
+number list, GeoIP databases) are watched without a signal: every
+``WATCH_INTERVAL_S`` a background task looks at them in a worker thread, and
+a changed file is read, validated and swapped in whole, or refused with its
+error logged while the running version stays (authz.config.watch).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 from authz.adapters.http import HttpDoor, Modes
 from authz.admin.v1 import admin_pb2, admin_pb2_grpc
 from authz.clock import Clock, SystemClock
+from authz.config.watch import poll_all
 from authz.decisionlog import DecisionLog
 from authz.errors import ConfigError
 from authz.pipeline import Engine
@@ -48,6 +54,8 @@ ADMIN_SERVICES = tuple(s.full_name for s in admin_pb2.DESCRIPTOR.services_by_nam
 #: each route's on_store_error says what a failure means)
 STORE_SERVICE = "authz.store"
 PROBE_INTERVAL_S = 1.0
+#: seconds between two looks at the policy's list and database files
+WATCH_INTERVAL_S = 2.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -78,6 +86,7 @@ class App:
         self._stopping = False
         self._drain_cut = asyncio.Event()
         self._probe: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -100,6 +109,24 @@ class App:
                     (log.info if serving else log.warning)("store %s: %s", "back" if serving else "unavailable", h.detail or h.kind)
                 last = serving
             await asyncio.sleep(PROBE_INTERVAL_S)
+
+    async def _watch_files(self) -> None:
+        """Re-read the policy's list and database files when they change (off the event loop)."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            watches = self.engine.policy.watches  # the policy in force now, even after a SIGHUP
+            if not watches:
+                continue
+            try:
+                results = await asyncio.to_thread(poll_all, watches)
+            except Exception as exc:  # a loader bug must not end the watching, nor the process
+                log.error("watching the policy's files failed; trying again in %.0fs: %s", WATCH_INTERVAL_S, type(exc).__name__)
+                continue
+            for result in results:
+                if result.error is not None:
+                    log.error("%s changed but is refused, the running version stays in force: %s", result.what, result.error)
+                else:
+                    log.info("%s reloaded", result.what)
 
     async def start(self) -> None:
         server = grpc.aio.server(
@@ -134,6 +161,7 @@ class App:
         await self._set_health(SERVING)
         await self.health.set(STORE_SERVICE, SERVING if self.store.health().serving else NOT_SERVING)
         self._probe = asyncio.create_task(self._watch_store(), name="store-probe")
+        self._watch = asyncio.create_task(self._watch_files(), name="file-watch")
         worker = f"worker {self.settings.worker_index}: " if self.settings.worker_index >= 0 else ""
         log.info(
             "%sauthz serving gRPC on %s (policy %s, %d routes, store %s)",
@@ -203,6 +231,8 @@ class App:
         await asyncio.gather(*stopping)
         if self._probe is not None:
             self._probe.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
         await self.decisions.stop()
         await self.store.close()
         log.info("authz stopped")

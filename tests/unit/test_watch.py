@@ -6,9 +6,17 @@ import os
 import threading
 from pathlib import Path
 
+from authz.clock import FixedClock
 from authz.config.cidr import CidrSet
 from authz.config.watch import FileWatch, poll_all, signature
+from authz.decision import DecisionIds
 from authz.errors import ConfigError
+from authz.pipeline import Engine
+from authz.policy.compile import load_policy
+from authz.request import Request
+from authz.store import MemoryStore
+
+T0 = 1_700_000_000_000
 
 
 def _bump(path: Path, text: str) -> None:
@@ -134,3 +142,56 @@ def test_cidrset_replace_is_whole_under_concurrent_lookups() -> None:
     assert all(None not in pair for pair in seen)
     live.replace(new)
     assert live.size == 2 and live.match("192.0.2.9") == "new"
+
+
+# an address list under a running engine
+
+
+POLICY = """
+version: 1
+ip_lists:
+  blocked: {file: blocked.txt, cidrs: ["198.51.100.0/24 inline"]}
+ip: {deny: [blocked]}
+routes:
+  - {name: api, auth: [anonymous]}
+"""
+
+
+def _engine(tmp_path: Path) -> Engine:
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    policy = load_policy(str(tmp_path / "policy.yaml"))
+    return Engine(policy, MemoryStore(epoch_ms=T0), clock=FixedClock(T0), ids=DecisionIds("test"))
+
+
+def _req(peer: str) -> Request:
+    return Request(method="GET", path="/", host="api.example.com", peer_ip=peer)
+
+
+async def test_a_changed_list_file_is_used_by_the_running_engine(tmp_path: Path) -> None:
+    lst = tmp_path / "blocked.txt"
+    lst.write_text("192.0.2.0/24 first\n")
+    engine = _engine(tmp_path)
+    policy = engine.policy
+    assert (await engine.decide(_req("192.0.2.7"))).reason == "ip.denied"
+    assert (await engine.decide(_req("203.0.113.7"))).reason == "ok"
+
+    _bump(lst, "# moved\n203.0.113.0/24 second\n")
+    (result,) = poll_all(policy.watches)
+    assert result.reloaded and "blocked" in result.what
+    assert engine.policy is policy  # the policy object is the same; the list inside was swapped
+    assert (await engine.decide(_req("192.0.2.7"))).reason == "ok"
+    d = await engine.decide(_req("203.0.113.7"))
+    assert d.reason == "ip.denied" and ("ip.list", "blocked:second") in d.signals
+    # the inline entries are part of every version
+    assert (await engine.decide(_req("198.51.100.1"))).reason == "ip.denied"
+
+
+async def test_a_broken_list_file_is_refused_and_the_running_list_stays(tmp_path: Path) -> None:
+    lst = tmp_path / "blocked.txt"
+    lst.write_text("192.0.2.0/24 first\n")
+    engine = _engine(tmp_path)
+    _bump(lst, "192.0.2.0/24 first\n203.0.113.0/24 ok\n203.0.113.300 typo\n")
+    (result,) = poll_all(engine.policy.watches)
+    assert str(result.error) == f"{lst}:3: cidr: not an IP address or CIDR block: '203.0.113.300'"
+    assert (await engine.decide(_req("192.0.2.7"))).reason == "ip.denied"
+    assert (await engine.decide(_req("203.0.113.7"))).reason == "ok"  # nothing of the bad version
