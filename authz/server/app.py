@@ -14,7 +14,7 @@ SIGHUP reloads the policy file. A file that does not validate is refused with
 its error logged (file, line, field) and the running policy stays in force.
 The files the policy names besides itself (address lists, the hosting AS
 number list, GeoIP databases) are watched without a signal: every
-``WATCH_INTERVAL_S`` a background task looks at them in a worker thread, and
+``--watch-interval`` seconds a background task looks at them in a worker thread, and
 a changed file is read, validated and swapped in whole, or refused with its
 error logged while the running version stays (authz.config.watch).
 """
@@ -54,8 +54,6 @@ ADMIN_SERVICES = tuple(s.full_name for s in admin_pb2.DESCRIPTOR.services_by_nam
 #: each route's on_store_error says what a failure means)
 STORE_SERVICE = "authz.store"
 PROBE_INTERVAL_S = 1.0
-#: seconds between two looks at the policy's list and database files
-WATCH_INTERVAL_S = 2.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -112,15 +110,16 @@ class App:
 
     async def _watch_files(self) -> None:
         """Re-read the policy's list and database files when they change (off the event loop)."""
+        interval = self.settings.watch_interval
         while True:
-            await asyncio.sleep(WATCH_INTERVAL_S)
+            await asyncio.sleep(interval)
             watches = self.engine.policy.watches  # the policy in force now, even after a SIGHUP
             if not watches:
                 continue
             try:
                 results = await asyncio.to_thread(poll_all, watches)
             except Exception as exc:  # a loader bug must not end the watching, nor the process
-                log.error("watching the policy's files failed; trying again in %.0fs: %s", WATCH_INTERVAL_S, type(exc).__name__)
+                log.error("watching the policy's files failed; trying again in %.1fs: %s", interval, type(exc).__name__)
                 continue
             for result in results:
                 if result.error is not None:
