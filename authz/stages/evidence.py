@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from authz.config.cidr import CidrSet
@@ -158,6 +160,16 @@ class Evidence:
     fingerprint_prefixes: tuple[tuple[str, str, str], ...] = ()
     #: JA4 cipher hash -> (family, name): the built-in table and the policy's additions
     fingerprint_ciphers: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(CIPHER_FAMILIES))
+    #: ``tls_family`` over the two tables above, cached per fingerprint (set in __post_init__)
+    family_of: Callable[[str], tuple[str, str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        prefixes, ciphers = self.fingerprint_prefixes, self.fingerprint_ciphers
+
+        def family_of(ja4: str) -> tuple[str, str]:
+            return tls_family(ja4, prefixes, ciphers)
+
+        object.__setattr__(self, "family_of", lru_cache(maxsize=4096)(family_of))
 
     def __bool__(self) -> bool:
         return bool(
@@ -200,7 +212,7 @@ class Evidence:
                 evidence.append(("headers.missing", round(self.missing_headers * len(missing) / len(ORDINARY_HEADERS), 4)))
                 signals.append(("headers.missing", ",".join(missing)))
         if self.mismatch and ident.fingerprint and ua is not None and ua.browser:
-            family, name = tls_family(ident.fingerprint, self.fingerprint_prefixes, self.fingerprint_ciphers)
+            family, name = self.family_of(ident.fingerprint)
             if family == LIBRARY:
                 evidence.append(("ua.fingerprint_mismatch", self.mismatch))
                 signals.append(("ua.fingerprint_mismatch", f"browser user agent, {name} TLS"))
