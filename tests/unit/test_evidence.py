@@ -249,3 +249,26 @@ def test_cookie_value(header: str, name: str, value: str) -> None:
 def test_bounded_id(value: str, kept: bool) -> None:
     assert (bounded_id(value) == value) is kept
     assert len(bounded_id(value)) <= 64
+
+
+def test_docs_signals_lists_every_signal_with_its_default_strength() -> None:
+    """docs/signals.md: one table row per evidence signal, showing the default the code uses."""
+    from authz.stages import evidence as ev
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "signals.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in doc.splitlines() if line.startswith("| `")}
+    expected = {
+        "`list.<name>`": ev.DEFAULT_LIST_STRENGTH,
+        "`network.hosting`": 1.0,
+        "`probe.injection`": ev.DEFAULT_PROBES["injection"],
+        "`probe.traversal`": ev.DEFAULT_PROBES["traversal"],
+        "`probe.scanner_path`": ev.DEFAULT_PROBES["scanner_path"],
+        "`ua.scanner`": ev.DEFAULT_SCANNER,
+        "`ua.automation`": ev.DEFAULT_AUTOMATION,
+        "`headers.missing`": ev.DEFAULT_MISSING_HEADERS,
+        "`ua.fingerprint_mismatch`": ev.DEFAULT_MISMATCH,
+    }
+    for name, default in expected.items():
+        assert name in rows, f"{name} has no row in docs/signals.md"
+        assert f"({default})" in rows[name] or f"({default} for all three)" in rows[name], (name, rows[name])
+    assert f"max_query_bytes: {ev.DEFAULT_MAX_QUERY_BYTES}" in doc

@@ -210,3 +210,32 @@ async def test_an_asn_database_alone(geo_dir: Path) -> None:
     text = "version: 1\ngeo: {asn_database: asn.mmdb}\nroutes:\n  - {name: api, auth: [anonymous]}\n"
     d = await engine(geo_dir, text).decide(req(peer="203.0.113.9"))
     assert (d.identity.country, d.identity.asn) == ("", 64501)
+
+
+def _example_uncommented(directory: Path) -> str:
+    """examples/policy.yaml with its commented geo, identify and evidence sections switched on,
+    and what they name (databases, the hosting list) made in ``directory``."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
+    lines, inside = [], False
+    for line in example.read_text().splitlines():
+        if line in ("# geo:", "# identify:", "# evidence:"):
+            inside = True
+        elif not line.startswith("#   "):
+            inside = False
+        lines.append(line[2:] if inside else line)
+    text = "\n".join(lines) + "\n"
+    assert text.count("\ngeo:\n") == text.count("\nidentify:\n") == text.count("\nevidence:\n") == 1
+    (directory / "lists").mkdir()
+    (directory / "lists" / "blocked.txt").write_text((example.parent / "lists" / "blocked.txt").read_text())
+    (directory / "lists" / "hosting-asns.txt").write_text("64501 example-cloud\n")
+    write_country_db(directory / "GeoLite2-Country.mmdb")
+    write_asn_db(directory / "GeoLite2-ASN.mmdb")
+    return text
+
+
+async def test_the_example_policys_commented_geo_and_evidence_sections_are_valid(tmp_path: Path) -> None:
+    """examples/policy.yaml shows the sections commented out (they need databases); uncommented, they load."""
+    e = engine(tmp_path, _example_uncommented(tmp_path))
+    assert e.policy.geo is not None and e.policy.evidence and e.policy.client_ids
+    d = await e.decide(req("/v1/x", peer="203.0.113.9"))
+    assert (d.reason, d.identity.asn) == ("geo.country_denied", 64501)

@@ -50,7 +50,7 @@ def test_asn_lookups(dbs: tuple[Path, Path]) -> None:
 
 
 def test_lookups_run_in_the_c_reader_over_a_private_copy(dbs: tuple[Path, Path]) -> None:
-    """The C extension is installed here: lookups must use it (about 1 us, not 15)."""
+    """The C extension is installed here: lookups must use it (1 to 3 us, not 12 to 20)."""
     db = open_database(str(dbs[0]), "country")
     assert db.in_c and "C reader" in db.describe()
     assert db.database_type == "GeoLite2-Country"
