@@ -4,7 +4,7 @@ Pure functions over strings, compiled once at import; ``authz.stages.evidence``
 turns their findings into evidence. Every pattern is bounded: quantifiers have
 upper limits (no pattern can backtrack without end), the query is cut to its
 first bytes and the user agent to its first 512 characters, and the path is
-already bounded by ``limits.max_target_bytes``.
+cut to its first 4096 characters.
 
 The set is small and reviewed, not a WAF rule set: it names what scanners and
 injection kits send in volume, with forms that ordinary API traffic does not
@@ -23,6 +23,8 @@ from urllib.parse import unquote, unquote_plus
 
 #: how much of the user agent is looked at
 MAX_UA_CHARS = 512
+#: how much of the path is looked at (limits.max_target_bytes may allow up to 1 MiB)
+MAX_PATH_CHARS = 4096
 
 # -- probes: injection, traversal, scanner paths -------------------------------------------------
 #
@@ -155,9 +157,11 @@ def probes(path: str, query: str, route_path: str, user_agent: str, max_query_by
     the path, query or user agent), ``traversal`` (``../`` and its encodings,
     system files, NUL bytes in the path or query), ``scanner_path`` (the
     canonical path is a file or tool no API serves). ``query`` is cut to its
-    first ``max_query_bytes`` characters before anything is decoded.
+    first ``max_query_bytes`` characters, the paths to their first
+    ``MAX_PATH_CHARS``, before anything is decoded.
     """
     query = query[:max_query_bytes]
+    path = path[:MAX_PATH_CHARS]
     raw = f"{path}?{query}".lower() if query else path.lower()
     decoded = _decoded(path, False)
     if query:
@@ -169,7 +173,7 @@ def probes(path: str, query: str, route_path: str, user_agent: str, max_query_by
     name = _first(TRAVERSAL, _TRAVERSAL_GATE, raw) or (_first(TRAVERSAL, _TRAVERSAL_GATE, decoded) if decoded != raw else "")
     if name:
         found.append(("traversal", name))
-    name = scanner_path(route_path)
+    name = scanner_path(route_path[:MAX_PATH_CHARS])
     if name:
         found.append(("scanner_path", name))
     return found

@@ -159,6 +159,12 @@ def test_ordinary_paths_are_not_scanner_paths(path: str) -> None:
     assert "scanner_path" not in found(path=path)
 
 
+def test_only_the_first_characters_of_the_path_are_read() -> None:
+    assert found(path="/v1/" + "a" * 4000 + "/1%20union%20select%201").get("injection") == "sql_union"
+    assert "injection" not in found(path="/v1/" + "a" * 5000 + "/1%20union%20select%201")
+    assert "scanner_path" not in found(path="/v1/" + "a/" * 3000 + ".env")
+
+
 def test_only_the_first_bytes_of_the_query_are_read() -> None:
     attack = "x=1%20union%20select%201"
     assert found(query="a=" + "b" * 100 + "&" + attack, max_query=1024).get("injection") == "sql_union"
@@ -181,7 +187,7 @@ def test_bounded_cost_on_hostile_input(query: str) -> None:
     """Upper-bounded quantifiers and a cut query: hostile text costs milliseconds at most."""
     started = time.perf_counter()
     for _ in range(10):
-        probes("/v1/" + "a" * 4000, query, "/v1/" + "a" * 4000, "x" * 10_000, 8192)
+        probes("/v1/" + "a" * 1_000_000, query, "/v1/" + "a/" * 500_000, "x" * 10_000, 8192)
     assert (time.perf_counter() - started) / 10 < 0.02
 
 
