@@ -45,6 +45,7 @@ def cli() -> None:
 @click.option("--decision-ring", envvar="AUTHZ_DECISION_RING", show_envvar=True, default=10_000, show_default=True, type=click.IntRange(min=1), help="Recent decisions kept for the admin API.")
 @click.option("--drain", envvar="AUTHZ_DRAIN", show_envvar=True, default=DEFAULT_DRAIN, show_default=True, type=click.FloatRange(min=0), help="Seconds to keep answering after SIGTERM while health reports NOT_SERVING, so that Envoy's health check (1 s interval in envoy/envoy.yaml) moves traffic to other endpoints before the listener closes; 0 closes at once.")
 @click.option("--grace", envvar="AUTHZ_GRACE", show_envvar=True, default=5.0, show_default=True, type=click.FloatRange(min=0), help="Seconds in-flight checks get to finish on shutdown.")
+@click.option("--watch-interval", envvar="AUTHZ_WATCH_INTERVAL", show_envvar=True, default=2.0, show_default=True, type=click.FloatRange(min=0, max=3600, min_open=True), help="Seconds between two looks at the files the policy names (address lists, AS number lists, GeoIP databases). A changed file is re-read off the request path, validated and swapped in whole; a bad one is refused with its file:line logged and the running version stays.")
 @click.option("--log-level", envvar="AUTHZ_LOG_LEVEL", show_envvar=True, default="info", show_default=True, type=click.Choice(LOG_LEVELS))
 @click.option("--uvloop/--no-uvloop", envvar="AUTHZ_UVLOOP", show_envvar=True, default=True, show_default=True, help="Run the event loop on uvloop when installed.")
 def serve(**options: object) -> None:

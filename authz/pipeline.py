@@ -36,6 +36,7 @@ from authz.request import Request
 from authz.stages import identify, respond
 from authz.stages.authenticate import authenticate
 from authz.stages.context import Ctx, StatefulCheck
+from authz.stages.geo import check_countries
 from authz.stages.quota import Quota
 from authz.stages.route import match_route
 from authz.store.base import Op, PartialFailure, Store
@@ -229,19 +230,28 @@ class Engine:
             return ""
         ctx.route_name = route.name
 
-        # 2. identify: client address through trusted proxies; address lists
+        # 2. identify: client address through trusted proxies; its country and network, the
+        #    session and device ids, the TLS fingerprint; address and country lists; evidence
         ctx.identity.client_ip = identify.client_ip(
             req.peer_ip, req.headers.get("x-forwarded-for"), policy.trusted_proxies
         )
+        if policy.geo is not None:
+            policy.geo.identify(ctx)
+        if policy.client_ids:
+            policy.client_ids.identify(ctx)
         if route.ip and identify.check_ip_rules(ctx, route.ip):
             ctx.reason = OK_IP_ALLOWLISTED
             return route.name
         if ctx.reason is not None:
             return route.name
+        if route.countries and check_countries(ctx, route.countries):
+            return route.name
         if route.action != "check":
             if route.action == "deny":
                 ctx.refuse(ROUTE_DENY)
             return route.name
+        if policy.evidence:
+            policy.evidence.gather(ctx)
 
         rep, scoring = route.reputation, policy.reputation
         if rep is not None and scoring is not None:

@@ -46,6 +46,9 @@ class Settings:
     drain: float = DEFAULT_DRAIN
     #: seconds in-flight checks get to finish after the listener closes
     grace: float = 5.0
+    #: seconds between two looks at the files the policy names (address lists, AS number
+    #: lists, GeoIP databases); a changed one is re-read, validated and swapped in
+    watch_interval: float = 2.0
     log_level: str = "info"
     #: run the event loop on uvloop when it is installed
     uvloop: bool = True
@@ -61,6 +64,8 @@ class Settings:
             raise ConfigError("settings", 0, "decision_ring", f"must be at least 1; got {self.decision_ring}")
         if self.drain < 0 or self.grace < 0:
             raise ConfigError("settings", 0, "drain/grace", "must not be negative")
+        if not 0 < self.watch_interval <= 3600:
+            raise ConfigError("settings", 0, "watch_interval", f"must be more than 0 and at most 3600 s; got {self.watch_interval}")
         if not 1 <= self.store_deadline <= 10_000:
             raise ConfigError("settings", 0, "store_deadline", f"must be 1 to 10000 ms; got {self.store_deadline}")
         if not 1 <= self.workers <= 64:

@@ -21,32 +21,54 @@ from functools import lru_cache
 from authz.errors import ConfigError
 
 
-class CidrSet:
-    """A set of CIDR blocks, each with a label, for IPv4 and IPv6."""
+class _Blocks:
+    """The blocks of a list: prefix length -> {network int: label}, longest prefixes first."""
 
-    __slots__ = ("name", "_v4", "_v6", "size")
+    __slots__ = ("v4", "v6", "size")
+
+    def __init__(self) -> None:
+        self.v4: list[tuple[int, int, dict[int, str]]] = []
+        self.v6: list[tuple[int, int, dict[int, str]]] = []
+        self.size = 0
+
+
+class CidrSet:
+    """A set of CIDR blocks, each with a label, for IPv4 and IPv6.
+
+    A list read from a file is reloaded when the file changes
+    (``authz.config.watch``): ``replace`` swaps the whole table in one
+    assignment, so a lookup sees the old list or the new one, never a mix.
+    """
+
+    __slots__ = ("name", "_blocks")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        # prefix length -> {network int: label}, longest prefixes first
-        self._v4: list[tuple[int, int, dict[int, str]]] = []
-        self._v6: list[tuple[int, int, dict[int, str]]] = []
-        self.size = 0
+        self._blocks = _Blocks()
+
+    @property
+    def size(self) -> int:
+        return self._blocks.size
 
     def add(self, cidr: str, label: str) -> None:
         """Add a block. Raises ValueError for a malformed one."""
         net = ipaddress.ip_network(cidr, strict=False)
-        table = self._v4 if net.version == 4 else self._v6
+        blocks = self._blocks
+        table = blocks.v4 if net.version == 4 else blocks.v6
         bits = 32 if net.version == 4 else 128
         mask = ((1 << net.prefixlen) - 1) << (bits - net.prefixlen)
-        for plen, _mask, blocks in table:
+        for plen, _mask, entries in table:
             if plen == net.prefixlen:
-                blocks.setdefault(int(net.network_address), label)
+                entries.setdefault(int(net.network_address), label)
                 break
         else:
             table.append((net.prefixlen, mask, {int(net.network_address): label}))
             table.sort(key=lambda t: -t[0])
-        self.size += 1
+        blocks.size += 1
+
+    def replace(self, other: CidrSet) -> None:
+        """Take the blocks of ``other`` (a freshly loaded version of this list) in one assignment."""
+        self._blocks = other._blocks
 
     def match(self, ip: str) -> str | None:
         """The label of the most specific block containing ``ip``, or None.
@@ -57,8 +79,9 @@ class CidrSet:
         if parsed is None:
             return None
         version, value = parsed
-        for _plen, mask, blocks in self._v4 if version == 4 else self._v6:
-            label = blocks.get(value & mask)
+        blocks = self._blocks  # one read: a concurrent replace() is seen whole or not at all
+        for _plen, mask, entries in blocks.v4 if version == 4 else blocks.v6:
+            label = entries.get(value & mask)
             if label is not None:
                 return label
         return None

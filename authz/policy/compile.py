@@ -15,6 +15,9 @@ The schema, by example (examples/policy.yaml is the annotated version)::
       blocked: {file: lists/blocked.txt}
       office: {cidrs: ["203.0.113.0/24 office"]}
     ip: {deny: [blocked]}
+    geo: {country_database: GeoLite2-Country.mmdb, countries: {deny: [KP]}}   # authz.stages.geo
+    identify: {fingerprint: {header: x-ja4-fingerprint}}   # authz.stages.evidence
+    evidence: {probes: {}, user_agent: {}}                 # authz.stages.evidence
     quotas:
       per-client: {limit: 100, window: 1m, burst: 20, by: client}
     challenges:
@@ -23,6 +26,7 @@ The schema, by example (examples/policy.yaml is the annotated version)::
       - name: api
         match: {hosts: [api.example.com], methods: [GET], path: {subtree: /v1}, ignore_case: true}
         auth: [anonymous]
+        geo: {countries: {allow: [DE, FR]}}
         quota: [per-client]
         on_store_error: {quota: open, replay: closed}
         challenge: default                  # proof of work on every request (authz.stages.challenge)
@@ -34,17 +38,21 @@ import dataclasses
 import hashlib
 import os
 import re
+from typing import Any
 
 from authz.config import source
 from authz.config.cidr import CidrSet, load_list_file, parse_entry
 from authz.config.context import CompileContext
 from authz.config.source import Node
+from authz.config.watch import FileWatch, signature
 from authz.errors import ConfigError
 from authz.keys import EMPTY_KEYRING, KeyRing, load_keys
 from authz.paths import ALLOWABLE, BY_NAME, NEVER_ALLOWED, NO_PROBLEM, PathProblem, canonicalize, fold_case, names
 from authz.policy.model import CHECK_KINDS, DEFAULT_ON_STORE_ERROR, STORE_ERROR_MODES, IpRules, Limits, Policy, Route
 from authz.stages.authenticate import Authenticator, MethodKind, registered_kinds
 from authz.stages.challenge import Challenger, compile_challengers
+from authz.stages.evidence import ListSignal, compile_evidence, compile_identify, list_signal
+from authz.stages.geo import GeoSection, compile_geo, compile_route_geo
 from authz.stages.quota import DistinctLimit, Quota, compile_quotas
 from authz.stages.reputation import RouteReputation, compile_reputation, compile_route_reputation
 from authz.stages.respond import UPSTREAM_HEADERS
@@ -72,7 +80,10 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     kinds = registered_kinds()
     sections = {k.section: k for k in kinds.values() if k.section}
     root.keys(
-        allowed={"version", "keys_file", "trusted_proxies", "limits", "clock", "paths", "ip_lists", "ip", "quotas", "challenges", "reputation", "routes", *sections},
+        allowed={
+            "version", "keys_file", "trusted_proxies", "limits", "clock", "paths", "ip_lists", "ip", "geo", "identify",
+            "evidence", "quotas", "challenges", "reputation", "routes", *sections,
+        },
         required={"version", "routes"},
     )
     version = root.get("version")
@@ -82,13 +93,25 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
         node = root.get("keys_file")
         cc.keyring = load_keys(_readable(node, cc))
 
-    lists = _ip_lists(root.get("ip_lists", {}), cc)
+    watches: list[FileWatch[Any]] = []
+    list_signals: list[ListSignal] = []
+    lists = _ip_lists(root.get("ip_lists", {}), cc, watches, list_signals)
     cc.shared["ip_lists"] = lists  # for methods that recognize clients by address (listed_bot)
     trusted = _trusted(root.get("trusted_proxies", []))
     limits = _limits(root.get("limits", {}))
     clock, max_skew = _clock(root.get("clock", "system"))
     path_allow = _paths(root.get("paths", {}))
     global_ip = _ip_rules(root.get("ip", {}), lists)
+    geo = compile_geo(root.get("geo", None), cc)
+    watches.extend(geo.watches)
+    client_ids = compile_identify(root.get("identify", None))
+    evidence = compile_evidence(
+        root.get("evidence", None),
+        lists=tuple(list_signals),
+        hosting=geo.hosting,
+        hosting_strength=geo.hosting_strength,
+        ids=client_ids,
+    )
     quotas_node = root.get("quotas", {})
     for name, qnode in quotas_node.entries():
         _name(name, qnode)
@@ -112,7 +135,7 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     routes: list[Route] = []
     seen: dict[str, int] = {}
     for rnode in root.get("routes").items():
-        route = _route(rnode, lists, quotas, authenticators, kinds, global_ip, path_allow, challengers)
+        route = _route(rnode, lists, quotas, authenticators, kinds, global_ip, path_allow, challengers, geo)
         if rnode.has("reputation"):
             rep = compile_route_reputation(rnode.get("reputation"), quotas, route_bits, route.name, reputation, challengers)
             route = dataclasses.replace(route, reputation=rep)
@@ -148,6 +171,10 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
         keyring=cc.keyring,
         upstream_headers=upstream_headers,
         reputation=reputation,
+        geo=geo.geo,
+        client_ids=client_ids,
+        evidence=evidence,
+        watches=tuple(watches),
     )
 
 
@@ -180,14 +207,17 @@ def _name(name: str, node: Node) -> str:
     return name
 
 
-def _ip_lists(node: Node, cc: CompileContext[KeyRing]) -> dict[str, CidrSet]:
+def _ip_lists(
+    node: Node, cc: CompileContext[KeyRing], watches: list[FileWatch[Any]], signals: list[ListSignal]
+) -> dict[str, CidrSet]:
     out: dict[str, CidrSet] = {}
     for name, lnode in node.entries():
         _name(name, lnode)
-        lnode.keys(allowed={"file", "cidrs"})
+        lnode.keys(allowed={"file", "cidrs", "signal", "strength"})
         if not (lnode.has("file") or lnode.has("cidrs")):
             lnode.error("an address list needs 'file' or 'cidrs'")
         cset = CidrSet(name)
+        inline: list[tuple[str, str]] = []
         if lnode.has("cidrs"):
             for item in lnode.get("cidrs").items():
                 entry = parse_entry(item.str())
@@ -197,10 +227,29 @@ def _ip_lists(node: Node, cc: CompileContext[KeyRing]) -> dict[str, CidrSet]:
                     cset.add(entry[0], entry[1] or name)
                 except ValueError:
                     item.error(f"not an IP address or CIDR block: {entry[0]!r}")
+                inline.append((entry[0], entry[1] or name))
         if lnode.has("file"):
-            load_list_file(name, _readable(lnode.get("file"), cc), into=cset)
+            path = _readable(lnode.get("file"), cc)
+            seen = signature((path,))  # before reading: a change while it is read is read again
+            load_list_file(name, path, into=cset)
+            watches.append(FileWatch(f"address list {name!r} ({path})", (path,), _list_loader(name, path, inline), cset.replace, seen))
+        ls = list_signal(lnode, cset)
+        if ls is not None:
+            signals.append(ls)
         out[name] = cset
     return out
+
+
+def _list_loader(name: str, path: str, inline: list[tuple[str, str]]) -> Any:
+    """Reads a list again: its inline entries, then its file (as at load)."""
+
+    def load() -> CidrSet:
+        fresh = CidrSet(name)
+        for cidr, label in inline:
+            fresh.add(cidr, label)
+        return load_list_file(name, path, into=fresh)
+
+    return load
 
 
 def _trusted(node: Node) -> CidrSet | None:
@@ -354,9 +403,10 @@ def _route(
     global_ip: IpRules,
     path_allow: PathProblem,
     challengers: dict[str, Challenger],
+    geo: GeoSection,
 ) -> Route:
     node.keys(
-        allowed={"name", "match", "action", "ip", "auth", "quota", "tiers", "reputation", "on_store_error", "challenge"},
+        allowed={"name", "match", "action", "ip", "geo", "auth", "quota", "tiers", "reputation", "on_store_error", "challenge"},
         required={"name"},
     )
     name = _name(node.get("name").str(), node.get("name"))
@@ -367,6 +417,7 @@ def _route(
         allow=global_ip.allow + route_ip.allow,
         only=global_ip.only + route_ip.only,
     )
+    countries = compile_route_geo(node.get("geo", None), geo.geo, geo.countries)
 
     methods: list[Authenticator] = []
     anonymous = False
@@ -424,6 +475,7 @@ def _route(
         match=_match(node.get("match", {}), path_allow),
         action=action,
         ip=ip,
+        countries=countries,
         auth=tuple(methods),
         anonymous=anonymous,
         quotas=route_quotas,

@@ -9,12 +9,16 @@ the policy only bundles them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from authz.config.cidr import CidrSet
+from authz.config.watch import FileWatch
 from authz.keys import EMPTY_KEYRING, KeyRing
 from authz.paths import NO_PROBLEM, PathProblem
 from authz.stages.authenticate import Authenticator
 from authz.stages.challenge import Challenger
+from authz.stages.evidence import ClientIds, Evidence
+from authz.stages.geo import Geo
 from authz.stages.identify import IpRules
 from authz.stages.quota import DistinctLimit, Quota
 from authz.stages.reputation import ReputationStage
@@ -62,3 +66,11 @@ class Policy:
     clock_max_skew_ms: int = 5000
     #: the policy's content hash (12 hex digits of SHA-256 over its text): health, decisions, the admin API
     version: str = ""
+    #: the GeoIP databases (country, AS number) of the ``geo`` section, None without one
+    geo: Geo | None = None
+    #: where the session and device ids and the TLS fingerprint are (``identify``)
+    client_ids: ClientIds = ClientIds()
+    #: what the identify step gathers as evidence (``evidence``, lists, hosting ASNs)
+    evidence: Evidence = Evidence()
+    #: the files this policy was read from besides itself, re-read when they change (authz.config.watch)
+    watches: tuple[FileWatch[Any], ...] = ()

@@ -12,6 +12,11 @@ SIGTERM/SIGINT:
 
 SIGHUP reloads the policy file. A file that does not validate is refused with
 its error logged (file, line, field) and the running policy stays in force.
+The files the policy names besides itself (address lists, the hosting AS
+number list, GeoIP databases) are watched without a signal: every
+``--watch-interval`` seconds a background task looks at them in a worker thread, and
+a changed file is read, validated and swapped in whole, or refused with its
+error logged while the running version stays (authz.config.watch).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from authz.adapters.http import HttpDoor, Modes
 from authz.admin.v1 import admin_pb2, admin_pb2_grpc
 from authz.clock import Clock, SystemClock
+from authz.config.watch import poll_all
 from authz.decisionlog import DecisionLog
 from authz.errors import ConfigError
 from authz.pipeline import Engine
@@ -84,6 +90,7 @@ class App:
         self._stopping = False
         self._drain_cut = asyncio.Event()
         self._probe: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -106,6 +113,25 @@ class App:
                     (log.info if serving else log.warning)("store %s: %s", "back" if serving else "unavailable", h.detail or h.kind)
                 last = serving
             await asyncio.sleep(PROBE_INTERVAL_S)
+
+    async def _watch_files(self) -> None:
+        """Re-read the policy's list and database files when they change (off the event loop)."""
+        interval = self.settings.watch_interval
+        while True:
+            await asyncio.sleep(interval)
+            watches = self.engine.policy.watches  # the policy in force now, even after a SIGHUP
+            if not watches:
+                continue
+            try:
+                results = await asyncio.to_thread(poll_all, watches)
+            except Exception as exc:  # a loader bug must not end the watching, nor the process
+                log.error("watching the policy's files failed; trying again in %.1fs: %s", interval, type(exc).__name__)
+                continue
+            for result in results:
+                if result.error is not None:
+                    log.error("%s changed but is refused, the running version stays in force: %s", result.what, result.error)
+                else:
+                    log.info("%s reloaded", result.what)
 
     async def start(self) -> None:
         server = grpc.aio.server(
@@ -146,6 +172,7 @@ class App:
         await self._set_health(SERVING)
         await self.health.set(STORE_SERVICE, SERVING if self.store.health().serving else NOT_SERVING)
         self._probe = asyncio.create_task(self._watch_store(), name="store-probe")
+        self._watch = asyncio.create_task(self._watch_files(), name="file-watch")
         worker = f"worker {self.settings.worker_index}: " if self.settings.worker_index >= 0 else ""
         log.info(
             "%sauthz serving gRPC on %s (policy %s, %d routes, store %s)",
@@ -215,6 +242,8 @@ class App:
         await asyncio.gather(*stopping)
         if self._probe is not None:
             self._probe.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
         await self.decisions.stop()
         await self.store.close()
         log.info("authz stopped")

@@ -83,6 +83,7 @@ SIGNALS: dict[str, Signal] = {
     "sequence": Signal(2.0, "consecutive numeric ids requested one after another (/items/41, /items/42...)", anonymous_only=True),
     # found in the request itself (other stages add them to ctx.evidence)
     "ua.automation": Signal(0.5, "a library or headless-browser user agent", anonymous_only=True),
+    "ua.scanner": Signal(5.0, "the user agent names an attack tool (sqlmap, nikto, nuclei...)"),
     "headers.missing": Signal(0.5, "ordinary browser headers (accept, accept-language, user-agent) are missing", anonymous_only=True),
     "ua.fingerprint_mismatch": Signal(4.0, "the user agent claims a browser the TLS fingerprint contradicts"),
     "probe.": Signal(5.0, "injection or traversal patterns, or a scanner's favourite path"),

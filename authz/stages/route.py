@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from authz.stages.geo import CountryRules
 from authz.stages.identify import IpRules
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ class Route:
     #: check (run the checks), allow (admit without checks), deny (refuse)
     action: str = "check"
     ip: IpRules = IpRules()
+    #: country rules (``geo.countries``), the global ones included
+    countries: CountryRules = CountryRules()
     auth: tuple[Authenticator, ...] = ()
     anonymous: bool = True
     #: the route's quotas, each with the route's cost override (None: the quota's own cost)

@@ -32,6 +32,26 @@ BAD = {
     "bad_cidr_inline.yaml": "{file}:6: ip_lists.blocked.cidrs[1]: not an IP address or CIDR block: '300.1.2.3/8'",
     "bad_duplicate_key.yaml": "{file}:5: duplicate key 'name' (first on line 3)",
     "bad_duplicate_route.yaml": "{file}:4: routes[1].name: route name 'api' already used on line 3",
+    "bad_evidence_family.yaml": "{file}:4: evidence.user_agents: unknown key 'user_agents' (expected one of: fingerprint_mismatch, missing_headers, probes, user_agent)",
+    "bad_evidence_fingerprint_entry.yaml": "{file}:6: evidence.fingerprint_mismatch.library[1]: not a JA4 cipher hash (12 hex digits) or a JA4 prefix (t13d1516h2, t13d1516h2_8daaf6152771...): 'curl/8'",
+    "bad_evidence_mismatch_no_header.yaml": "{file}:3: evidence.fingerprint_mismatch: fingerprint_mismatch needs identify.fingerprint.header (where the proxy puts the JA4 fingerprint)",
+    "bad_evidence_probe_strength.yaml": "{file}:3: evidence.probes.injection: expected a number, got a string",
+    "bad_geo_corrupt_db.yaml": "{file}:4: geo.country_database: 'geo/corrupt.mmdb': not a MaxMind database (Error opening database file. Is this a valid MaxMind DB file?)",
+    "bad_geo_country_code.yaml": "{file}:5: geo.countries.deny[1]: not a country code: 'ir' (ISO 3166-1 alpha-2, upper case: 'KP', 'DE')",
+    "bad_geo_denied_and_allowed.yaml": "{file}:10: routes[0].geo.countries.allow: IR, KP both denied and allowed",
+    "bad_geo_empty_allow.yaml": "{file}:4: geo.countries.allow: an empty allow list would refuse every request; remove it, or list countries",
+    "bad_geo_hosting_file.yaml": "{dir}/lists/bad-asns.txt:3: asn: not an AS number: 'ASX' (write 13335 or AS13335)",
+    "bad_geo_hosting_no_asn.yaml": "{file}:4: geo.hosting_asns: hosting_asns needs geo.asn_database (the AS number of each client comes from it)",
+    "bad_geo_missing_db.yaml": "{file}:3: geo.country_database: cannot read file 'nope.mmdb' (looked for {dir}/nope.mmdb)",
+    "bad_geo_no_country_db.yaml": "{file}:8: routes[0].geo.countries: country rules need geo.country_database",
+    "bad_geo_no_database.yaml": "{file}:3: geo: give country_database, asn_database or both",
+    "bad_geo_route_key.yaml": "{file}:7: routes[0].geo.country: unknown key 'country' (expected one of: countries)",
+    "bad_geo_wrong_kind.yaml": "{file}:3: geo.country_database: 'geo/asn.mmdb': an ASN database; country_database needs a Country or City database (database_type 'GeoLite2-ASN')",
+    "bad_identify_header.yaml": "{file}:3: identify.device.header: not a header name: 'x device id'",
+    "bad_identify_session.yaml": "{file}:3: identify.session: give exactly one of cookie, header",
+    "bad_list_signal_name.yaml": "{file}:3: ip_lists.tor.signal: not a signal name: 'Tor exits' (lower-case letters, digits, '_', '-'; at most 32)",
+    "bad_list_strength_alone.yaml": "{file}:5: ip_lists.tor.strength: strength applies to a list used as evidence: give 'signal' too",
+    "bad_list_strength_range.yaml": "{file}:3: ip_lists.tor.strength: must be at most 1.0; got 1.5",
     "bad_host.yaml": "{file}:5: routes[0].match.hosts[0]: not a lower-case host name or *.suffix: 'API.example.com'",
     "bad_ip_list_ref.yaml": "{file}:5: ip.deny[0]: no address list named 'blokked' in ip_lists",
     "bad_keys_file.yaml": "{file}:2: keys_file: cannot read file 'does-not-exist.yaml' (looked for {dir}/does-not-exist.yaml)",
@@ -76,7 +96,7 @@ def _expected(name: str, path: str) -> str:
     from authz.stages.authenticate import registered_kinds
 
     kinds = registered_kinds()
-    top = {"challenges", "clock", "ip", "ip_lists", "keys_file", "limits", "paths", "quotas", "reputation", "routes", "trusted_proxies", "version"}
+    top = {"challenges", "clock", "evidence", "geo", "identify", "ip", "ip_lists", "keys_file", "limits", "paths", "quotas", "reputation", "routes", "trusted_proxies", "version"}
     top |= {k.section for k in kinds.values() if k.section}
     return BAD[name].format(
         file=path,
