@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 FUZZ_EXAMPLES ?= 20000
 FUZZ_SEED ?=
 
-.PHONY: run install protos lint test fuzz bench demo clean
+.PHONY: run install protos lint test fuzz bench simulate demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,7 @@ run: $(VENV)/.installed
 
 ## lint: ruff, mypy --strict and the import-linter layer contracts (make test runs it)
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check authz tests bench scripts setup.py
+	$(BIN)/ruff check authz tests bench sim scripts setup.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -62,6 +62,12 @@ fuzz: $(VENV)/.installed-test
 bench: $(VENV)/.installed-bench
 	scripts/system-deps wrk redis-server
 	$(BIN)/python -m bench
+
+## simulate: seeded traffic (people, integrations, agents, attackers) through the real pipeline;
+## a confusion table per traffic class and seed, exit 1 if a target is missed (SEEDS="1 2 3")
+SEEDS ?= 1 2 3
+simulate: $(VENV)/.installed-test
+	$(BIN)/python -m sim --seeds $(SEEDS)
 
 ## demo: real Envoy in front of an echo upstream, with authz; prints curl lines
 demo: $(VENV)/.installed-test

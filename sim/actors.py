@@ -309,7 +309,7 @@ class LowAndSlow(Actor):
         return Send("GET", f"/api/items/{i}", self.peer, headers)
 
     def gap(self, rng: random.Random) -> int:
-        return 45_000 + rng.randrange(45_000)
+        return 20_000 + rng.randrange(25_000)
 
 
 class FakeAgent(Actor):

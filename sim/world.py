@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import heapq
 import json
+import os
 import random
 import tempfile
 import time
@@ -122,18 +123,19 @@ class World:
 
     def __init__(self, seed: int, scale: float = 1.0, minutes: int = 60) -> None:
         self.seed = seed
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 (a simulation: reproducible, not secret)
         self.scale = scale
         self.end_ms = T0 + minutes * 60_000
         self._tmp = tempfile.TemporaryDirectory(prefix="authz-sim-")
         base = Path(self._tmp.name)
-        secret = base64.urlsafe_b64encode(random.Random(seed ^ 0x5EED).randbytes(32)).rstrip(b"=").decode()
+        # the secrets change nothing the simulation decides: fresh ones each run
+        secret = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
         self.jwt_secret = base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))
         self.agent_key = ed25519.Ed25519PrivateKey.generate()
         self.forger_key = ed25519.Ed25519PrivateKey.generate()
         (base / "keys.yaml").write_text(f"keys:\n  - {{id: shop-hs, algorithm: HS256, secret: {secret}}}\n")
         (base / "agent.json").write_text(json.dumps({"keys": [ed25519_jwk(self.agent_key)]}))
-        (base / "challenge.key").write_bytes(random.Random(seed).randbytes(32))
+        (base / "challenge.key").write_bytes(os.urandom(32))
         (base / "policy.yaml").write_text((HERE / "policy.yaml").read_text())
         self.policy = load_policy(str(base / "policy.yaml"))
         self.clock = FixedClock(T0)
@@ -188,7 +190,7 @@ class World:
         for i in range(n(3)):
             add(a.V6Rotator(at(), rng.randrange(300, 1000), f"2001:db8:{i:x}:{rng.randrange(65536):x}::/64"))
         for _ in range(n(4)):
-            add(a.LowAndSlow(T0 + rng.randrange(60_000), 80, a.residential(rng), first_id=rng.randrange(1, ITEMS_START)))
+            add(a.LowAndSlow(T0 + rng.randrange(60_000), 150, a.residential(rng), first_id=rng.randrange(1, ITEMS_START)))
         for i in range(n(4)):
             add(a.FakeAgent(at(), rng.randrange(200, 800), a.datacenter(rng), forge=i % 2 == 1, origin=AGENT_ORIGIN))
 

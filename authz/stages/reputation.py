@@ -89,15 +89,18 @@ SIGNALS: dict[str, Signal] = {
     "probe.": Signal(5.0, "injection or traversal patterns, or a scanner's favourite path"),
     "list.": Signal(1.0, "the address is on a labelled list (datacenter, Tor exit, abuse feed); capped by the list's strength"),
     "network.hosting": Signal(0.5, "the address belongs to a hosting provider's network"),
+    "ipv6.rotation": Signal(3.0, "more distinct addresses of one IPv6 /64 within minutes than one household uses (a sender rotating its addresses)"),
     "geo.travel": Signal(3.0, "the same token or session appeared from countries too far apart too soon"),
     "agent.": Signal(4.0, "an agent signature that did not verify (forged, expired, replayed)"),
     "ua.impersonation": Signal(6.0, "the user agent names a crawler of the claimed_bots list, and the request is neither a verified agent nor a listed bot"),
 }
 
 #: identities that many senders may share: volume there is not evidence against one of them
-_SHARED_KINDS = frozenset({"ip", "subnet"})
+_SHARED_KINDS = frozenset({"ip", "subnet", "subnet6"})
 #: the identities that can be scored, and how much one kind says about one sender
 IDENTITY_KINDS: dict[str, float] = {"ip": 1.0, "subnet": 0.6, "subject": 1.0, "key_id": 1.0, "session": 1.0, "device": 1.0}
+#: the weight of an IPv6 /64 (the "subnet" identity of an IPv6 address): one customer's network
+SUBNET6_WEIGHT = 0.9
 ACTIONS = ("tag", "throttle", "tarpit", "challenge", "decoy", "deny")
 #: the header a challenged client repeats its request with (authz.challenge.SOLUTION_HEADER)
 _SOLUTION = "authz-solution"
@@ -196,7 +199,7 @@ class ReputationStage:
     ttl_ms: int = 2_400_000
     scale: float = 10.0
     identities: tuple[str, ...] = ("ip", "subnet", "subject", "key_id", "session", "device")
-    kind_weights: Mapping[str, float] = field(default_factory=lambda: dict(IDENTITY_KINDS))
+    kind_weights: Mapping[str, float] = field(default_factory=lambda: {**IDENTITY_KINDS, "subnet6": SUBNET6_WEIGHT})
     weights: Mapping[str, float] = field(default_factory=dict)
     derived: Derived = Derived()
     monitor: bool = False
@@ -213,6 +216,9 @@ class ReputationStage:
     #: geo.travel: more than ``travel_countries`` countries for one token or session within a window
     travel_window_ms: int = 3_600_000
     travel_countries: int = 1
+    #: ipv6.rotation: more than ``rotation_addresses`` addresses of one /64 within ``rotation_window_ms``
+    rotation_window_ms: int = 600_000
+    rotation_addresses: int = 16
 
     @property
     def kind(self) -> str:
@@ -264,10 +270,13 @@ class ReputationStage:
             elif kind == "subnet" and ident.client_ip:
                 net = subnet_of(ident.client_ip)
                 if net:
-                    out.append((kind, f"net:{net}"))
+                    # an IPv6 /64 is one customer's; an IPv4 /24 is many people's
+                    out.append(("subnet6" if ":" in net else kind, f"net:{net}"))
             elif kind == "subject" and ident.subject:
                 out.append((kind, f"sub:{ident.method}:{_part(ident.subject)}"))
-            elif kind == "key_id" and ident.key_id:
+            elif kind == "key_id" and ident.key_id and not ident.method.startswith("jwt:"):
+                # a signing key names its client (a signature's, an API key's); a JWT's key is
+                # its issuer's, shared by every user: the subject is the token's identity
                 out.append((kind, f"kid:{ident.method}:{_part(ident.key_id)}"))
             elif kind == "session" and ident.session:
                 out.append((kind, f"sess:{_part(ident.session)}"))
@@ -307,6 +316,11 @@ class ReputationStage:
                 if kind in _TRAVELLERS:
                     travel = CountDistinct(f"travel:{key}", ctx.identity.country, self.travel_countries, self.travel_window_ms, enforce=False, owner=key)
                     ctx.plan(travel, _TRAVEL)
+        if self.rotation_addresses:
+            for kind, key in identities:
+                if kind == "subnet6":
+                    rotation = CountDistinct(f"rot:{key}", ctx.identity.client_ip, self.rotation_addresses, self.rotation_window_ms, enforce=False, owner=key)
+                    ctx.plan(rotation, _ROTATION)
         for kind, key in identities:
             ctx.plan(
                 Reputation(
@@ -335,7 +349,7 @@ class ReputationStage:
         ops = self.evidence_ops(ctx, [*outcome_evidence(code), *unrecorded, *ctx.late_evidence])
         if route is not None and route.sensitive and code.split(".", 1)[0] in ("jwt", "sig", "auth"):
             # failed logins count against the address and its network, whoever they claim to be
-            ops += self.evidence_ops(ctx, [("login.failure", 1.0)], kinds=("ip", "subnet"))
+            ops += self.evidence_ops(ctx, [("login.failure", 1.0)], kinds=("ip", "subnet", "subnet6"))
         return ops
 
     def evidence_ops(self, ctx: Ctx, evidence: Sequence[tuple[str, float]], kinds: Sequence[str] | None = None) -> list[Op]:
@@ -375,7 +389,7 @@ class ReputationStage:
         ops = self._evidence_ops(identities, anonymous, [("status.404" if status == 404 else "status.4xx", 1.0)])
         if "s" in flags and status in (401, 403):
             # a login the backend refused: against the address and its network, as authz's own refusals
-            ops += self._evidence_ops(identities, anonymous, [("login.failure", 1.0)], kinds=("ip", "subnet"))
+            ops += self._evidence_ops(identities, anonymous, [("login.failure", 1.0)], kinds=("ip", "subnet", "subnet6"))
         return ops
 
     # -- the score --------------------------------------------------------------------
@@ -418,6 +432,8 @@ def parse_feedback(feedback: Sequence[str]) -> list[tuple[str, str]] | None:
     out = []
     for key in feedback[1:]:
         kind = _KEY_KINDS.get(key.partition(":")[0])
+        if kind == "subnet" and key.count(":") > 1:
+            kind = "subnet6"
         if kind is None or len(key) > _MAX_KEY or not key.isprintable():
             return None
         out.append((kind, key))
@@ -543,10 +559,17 @@ class _Part:
         self.owner.standings.append((self.kind_name, result))
 
 
-class _Travel:
-    """One credential or session seen from too many countries: evidence, recorded with the outcome."""
+class _TooMany:
+    """A distinct count past its limit is evidence, recorded with the outcome (once per request).
 
-    __slots__ = ()
+    ``geo.travel``: one credential or session from too many countries;
+    ``ipv6.rotation``: too many addresses of one IPv6 /64.
+    """
+
+    __slots__ = ("evidence", "signal", "unit")
+
+    def __init__(self, evidence: str, signal: str, unit: str) -> None:
+        self.evidence, self.signal, self.unit = evidence, signal, unit
 
     @property
     def kind(self) -> str:
@@ -554,12 +577,13 @@ class _Travel:
 
     def judge(self, result: Result, op: Op, ctx: Ctx) -> None:
         assert isinstance(result, Distinct)
-        if result.exceeded and ("geo.travel", 1.0) not in ctx.late_evidence:
-            ctx.late_evidence.append(("geo.travel", 1.0))
-            ctx.signals.append(("reputation.travel", f"{result.count} countries"))
+        if result.exceeded and (self.evidence, 1.0) not in ctx.late_evidence:
+            ctx.late_evidence.append((self.evidence, 1.0))
+            ctx.signals.append((self.signal, f"{result.count} {self.unit}"))
 
 
-_TRAVEL = _Travel()
+_TRAVEL = _TooMany("geo.travel", "reputation.travel", "countries")
+_ROTATION = _TooMany("ipv6.rotation", "reputation.rotation", "addresses")
 #: the identities that travel with their holder (an address does not)
 _TRAVELLERS = ("subject", "key_id", "session")
 
@@ -584,7 +608,7 @@ class _Throttle:
 
 def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationStage:
     """The global ``reputation`` section."""
-    node.keys(allowed={"half_life", "ttl", "scale", "identities", "weights", "cadence", "burst", "sequence", "travel", "volume", "claimed_bots", "monitor", "score_header", "max_tarpit", "top"})
+    node.keys(allowed={"half_life", "ttl", "scale", "identities", "weights", "cadence", "burst", "sequence", "travel", "rotation", "volume", "claimed_bots", "monitor", "score_header", "max_tarpit", "top"})
     half_life = node.get("half_life", "10m").duration_ms(min_ms=1000)
     ttl = node.get("ttl", f"{half_life * 4}ms").duration_ms(min_ms=half_life)
     identities = []
@@ -606,6 +630,8 @@ def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationSta
     seq.keys(allowed={"min_run"})
     travel = node.get("travel", {})
     travel.keys(allowed={"window", "countries"})
+    rotation = node.get("rotation", {})
+    rotation.keys(allowed={"window", "addresses"})
     d = Derived()
     derived = Derived(
         alpha=d.alpha,
@@ -634,6 +660,9 @@ def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationSta
         travel_window_ms=travel.get("window", "1h").duration_ms(min_ms=60_000),
         # 0 turns it off
         travel_countries=travel.get("countries", 1).int(min=0, max=50),
+        rotation_window_ms=rotation.get("window", "10m").duration_ms(min_ms=10_000),
+        # 0 turns it off
+        rotation_addresses=rotation.get("addresses", 16).int(min=0, max=4096),
     )
 
 

@@ -388,3 +388,30 @@ async def test_a_user_agent_claiming_a_listed_crawler_without_proof_is_impersona
     assert other.score == 0
     with pytest.raises(ConfigError, match="a crawler's user-agent word"):
         engine(POLICY.replace("  scale: 10\n", "  scale: 10\n  claimed_bots: ['Googlebot; rm']\n", 1))
+
+
+async def test_many_addresses_of_one_ipv6_64_are_rotation_and_an_ipv4_24_is_not() -> None:
+    e = engine()
+    for i in range(18):
+        d = await e.decide(req("/", peer=f"2001:db8:7:7::{i + 1:x}"))
+    assert ("reputation.rotation", "17 addresses") in d.signals or ("reputation.rotation", "18 addresses") in d.signals
+    await e.settle()
+    later = await e.decide(req("/", peer="2001:db8:7:7::ffff"))
+    assert dict(later.signals)["reputation.identity"] == "subnet6" and "ipv6.rotation" in dict(later.top_signals)
+    v4 = engine()
+    for i in range(18):
+        d4 = await v4.decide(req("/", peer=f"198.51.100.{i + 1}"))
+    assert not any(n == "reputation.rotation" for n, _ in d4.signals)
+
+
+def test_a_jwt_signing_key_is_not_an_identity() -> None:
+    from authz.stages.context import Ctx
+
+    stage = engine().policy.reputation
+    assert stage is not None
+    ctx = Ctx(req("/"), T0, "r-1")
+    ctx.identity.client_ip = "198.51.100.7"
+    ctx.identity.method, ctx.identity.subject, ctx.identity.key_id = "jwt:partners", "alice", "idp-key-1"
+    assert [k for k, _ in stage.identities_of(ctx)] == ["ip", "subnet", "subject"]
+    ctx.identity.method = "signature:bots"
+    assert [k for k, _ in stage.identities_of(ctx)] == ["ip", "subnet", "subject", "key_id"]
