@@ -304,7 +304,7 @@ class ReputationStage:
             if w > 0 and strength > 0:
                 evidence.append((name, round(min(strength, 1.0) * w, 6)))
         number = -1
-        m = _NUMBER.search(ctx.req.route_path) if route.actions or route.bit else None
+        m = _NUMBER.search(ctx.req.route_path)
         if m is not None:
             number = int(m.group(1))
         identities = self.identities_of(ctx)
