@@ -80,7 +80,8 @@ SIGNALS: dict[str, Signal] = {
     # inferred by the store from the identity's history
     "cadence": Signal(1.0, "inter-arrival times too regular for a person (coefficient of variation below the threshold)", anonymous_only=True),
     "burst": Signal(1.0, "more requests within seconds than a person sends"),
-    "sequence": Signal(2.0, "consecutive numeric ids requested one after another (/items/41, /items/42...)", anonymous_only=True),
+    "sequence": Signal(2.0, "consecutive numeric ids requested one after another (/items/41, /items/42..., or ?page=41, ?page=42...)", anonymous_only=True),
+    "method.probing": Signal(0.5, "a method browsers do not send on their own (HEAD, TRACE, PROPFIND...): link checkers and scanners", anonymous_only=True),
     # found in the request itself (other stages add them to ctx.evidence)
     "ua.automation": Signal(0.5, "a library or headless-browser user agent", anonymous_only=True),
     "ua.scanner": Signal(5.0, "the user agent names an attack tool (sqlmap, nikto, nuclei...)"),
@@ -105,6 +106,10 @@ ACTIONS = ("tag", "throttle", "tarpit", "challenge", "decoy", "deny")
 #: the header a challenged client repeats its request with (authz.challenge.SOLUTION_HEADER)
 _SOLUTION = "authz-solution"
 _NUMBER = re.compile(r"/(\d{1,15})(?:/|$|\.)")
+#: a numeric query parameter (?id=41, &page=42): enumeration by parameter, when the path has no number
+_QUERY_NUMBER = re.compile(r"(?:^|&)[A-Za-z_][A-Za-z0-9_.-]{0,31}=(\d{1,15})(?:&|$)")
+#: methods a browser does not send on its own; scanners and link checkers do
+_PROBING_METHODS = frozenset({"HEAD", "TRACE", "TRACK", "PROPFIND", "CONNECT"})
 _MAX_PART = 96
 
 
@@ -203,8 +208,10 @@ class ReputationStage:
     weights: Mapping[str, float] = field(default_factory=dict)
     derived: Derived = Derived()
     monitor: bool = False
-    #: upstream headers: the score always (x-authz-score), the top signals on "tag"
+    #: upstream headers: the score always (x-authz-score); the top signals on "tag", or on every
+    #: request with a score above 0 when ``signals_header`` is set (x-authz-signals)
     score_header: bool = True
+    signals_header: bool = False
     max_tarpit_ms: int = 200
     top: int = 3
     #: user-agent words of crawlers that prove who they are (Web Bot Auth, listed addresses):
@@ -303,8 +310,14 @@ class ReputationStage:
             w = self.weight(name, anonymous)
             if w > 0 and strength > 0:
                 evidence.append((name, round(min(strength, 1.0) * w, 6)))
+        if ctx.req.method in _PROBING_METHODS:
+            w = self.weight("method.probing", anonymous)
+            if w > 0:
+                evidence.append(("method.probing", w))
         number = -1
         m = _NUMBER.search(ctx.req.route_path)
+        if m is None and ctx.req.query:
+            m = _QUERY_NUMBER.search(ctx.req.query[:512])
         if m is not None:
             number = int(m.group(1))
         identities = self.identities_of(ctx)
@@ -492,6 +505,8 @@ class _Judge:
             ctx.signals.append(("reputation.top", ",".join(f"{n}={c:g}" for n, c in top)))
         if stage.score_header:
             ctx.upstream_headers.append(("x-authz-score", f"{score:g}"))
+        if stage.signals_header and top:
+            ctx.upstream_headers.append(("x-authz-signals", ",".join(n for n, _ in top)))
         action = None
         for a in route.actions:
             if score >= a.at:
@@ -524,7 +539,8 @@ class _Judge:
     def _act(self, ctx: Ctx, action: Action, top: list[tuple[str, float]]) -> None:
         do = action.do
         if do == "tag":
-            ctx.upstream_headers.append(("x-authz-signals", ",".join(n for n, _ in top)))
+            if not self.stage.signals_header:  # else already there
+                ctx.upstream_headers.append(("x-authz-signals", ",".join(n for n, _ in top)))
         elif do == "throttle":
             t = self.throttle
             if t is not None and not t.allowed and ctx.reason is None:
@@ -608,7 +624,7 @@ class _Throttle:
 
 def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationStage:
     """The global ``reputation`` section."""
-    node.keys(allowed={"half_life", "ttl", "scale", "identities", "weights", "cadence", "burst", "sequence", "travel", "rotation", "volume", "claimed_bots", "monitor", "score_header", "max_tarpit", "top"})
+    node.keys(allowed={"half_life", "ttl", "scale", "identities", "weights", "cadence", "burst", "sequence", "travel", "rotation", "volume", "claimed_bots", "monitor", "score_header", "signals_header", "max_tarpit", "top"})
     half_life = node.get("half_life", "10m").duration_ms(min_ms=1000)
     ttl = node.get("ttl", f"{half_life * 4}ms").duration_ms(min_ms=half_life)
     identities = []
@@ -653,6 +669,7 @@ def compile_reputation(node: Node, cc: CompileContext[KeyRing]) -> ReputationSta
         derived=derived,
         monitor=node.get("monitor", False).bool(),
         score_header=node.get("score_header", True).bool(),
+        signals_header=node.get("signals_header", False).bool(),
         max_tarpit_ms=node.get("max_tarpit", "200ms").duration_ms(min_ms=0),
         top=node.get("top", 3).int(min=1, max=20),
         volume=node.get("volume", 50).number(min=1.0, max=1_000_000.0),

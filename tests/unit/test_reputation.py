@@ -415,3 +415,20 @@ def test_a_jwt_signing_key_is_not_an_identity() -> None:
     assert [k for k, _ in stage.identities_of(ctx)] == ["ip", "subnet", "subject"]
     ctx.identity.method = "signature:bots"
     assert [k for k, _ in stage.identities_of(ctx)] == ["ip", "subnet", "subject", "key_id"]
+
+
+async def test_query_parameter_enumeration_is_a_sequence_and_head_is_probing() -> None:
+    e = engine()
+    for i in range(8):
+        e.clock.ms = T0 + i * 1300 + (i % 2) * 400  # type: ignore[attr-defined]
+        d = await e.decide(Request(method="GET", path="/api/list", query=f"sort=asc&page={40 + i}", has_query=True, host="a", headers={"user-agent": "x"}, peer_ip="192.0.2.80"))
+    assert "sequence" in dict(d.top_signals)
+    head = await e.decide(Request(method="HEAD", path="/", host="a", headers={"user-agent": "x"}, peer_ip="203.0.113.81"))
+    assert head.top_signals and head.top_signals[0][0] == "method.probing"
+
+
+async def test_signals_header_sends_the_top_signals_on_every_scored_allow() -> None:
+    e = engine(POLICY.replace("  scale: 10\n", "  scale: 10\n  signals_header: true\n", 1))
+    d = await decide_with(e, req("/", peer="192.0.2.90"), [("probe.traversal", 0.2)])  # score 9: no action
+    assert ("x-authz-signals", "probe.traversal") in d.upstream_headers
+    assert ("x-authz-signals", "") not in (await e.decide(req("/", peer="203.0.113.90"))).upstream_headers
