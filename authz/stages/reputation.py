@@ -108,6 +108,10 @@ _SOLUTION = "authz-solution"
 _NUMBER = re.compile(r"/(\d{1,15})(?:/|$|\.)")
 #: a numeric query parameter (?id=41, &page=42): enumeration by parameter, when the path has no number
 _QUERY_NUMBER = re.compile(r"(?:^|&)[A-Za-z_][A-Za-z0-9_.-]{0,31}=(\d{1,15})(?:&|$)")
+#: evidence about what an address *is* (on a labelled list, in a hosting network), not about what
+#: it did: it adds its weight to the request's score once, never accumulates with the address's
+#: requests, so a list alone never condemns a busy address (a carrier NAT on an abuse feed)
+_STATIC = ("list.", "network.hosting")
 #: methods a browser does not send on its own; scanners and link checkers do
 _PROBING_METHODS = frozenset({"HEAD", "TRACE", "TRACK", "PROPFIND", "CONNECT"})
 _MAX_PART = 96
@@ -306,10 +310,14 @@ class ReputationStage:
                 ctx.evidence.append(("ua.impersonation", 1.0))
                 ctx.signals.append(("reputation.claimed_bot", m.group(0).lower()))
         evidence = []
+        static = []
         for name, strength in ctx.evidence:
             w = self.weight(name, anonymous)
             if w > 0 and strength > 0:
-                evidence.append((name, round(min(strength, 1.0) * w, 6)))
+                if name.startswith(_STATIC):
+                    static.append((name, round(min(strength, 1.0) * w, 6)))
+                else:
+                    evidence.append((name, round(min(strength, 1.0) * w, 6)))
         if ctx.req.method in _PROBING_METHODS:
             w = self.weight("method.probing", anonymous)
             if w > 0:
@@ -322,6 +330,7 @@ class ReputationStage:
             number = int(m.group(1))
         identities = self.identities_of(ctx)
         judge = _Judge(self, route, len(identities), ctx.route_name)
+        judge.static = static
         flags = FEEDBACK_VERSION + ("a" if anonymous else "") + ("s" if route.sensitive else "")
         ctx.feedback = (flags, *(key for _, key in identities))
         if ctx.identity.country and self.travel_countries:
@@ -407,17 +416,30 @@ class ReputationStage:
 
     # -- the score --------------------------------------------------------------------
 
-    def score(self, standings: Sequence[tuple[str, Standing]], extra: Sequence[tuple[str, float]] = ()) -> tuple[float, str, list[tuple[str, float]]]:
-        """(the request's score, the identity kind that gave it, its top signals with their share of the score)."""
+    def score(
+        self, standings: Sequence[tuple[str, Standing]], extra: Sequence[tuple[str, float]] = (),
+        fixed: Sequence[tuple[str, float]] = (),
+    ) -> tuple[float, str, list[tuple[str, float]]]:  # fmt: skip
+        """(the request's score, the identity kind that gave it, its top signals with their share of the score).
+
+        ``extra``: this request's evidence that no record holds yet (a broken journey);
+        ``fixed``: what the address is (a list, a hosting network), counted as it is, whatever
+        the identity's volume.
+        """
         best: tuple[float, str, list[tuple[str, float]]] = (0.0, "", [])
         for kind, standing in standings:
             signals = dict(standing.signals)
             for name, amount in extra:
                 signals[name] = signals.get(name, 0.0) + amount
-            total = sum(signals.values())
+            behaviour = sum(signals.values())
             # a busy identity's evidence counts by its rate: the base rate of honest mistakes
             # (a 404, a refused quota) of many people behind one address stays small
-            counted = total * self.volume / standing.count if standing.count > self.volume else total
+            counted = behaviour * self.volume / standing.count if standing.count > self.volume else behaviour
+            scaled = counted / behaviour if behaviour > 0 else 1.0
+            for name, amount in fixed:
+                signals[name] = signals.get(name, 0.0) + amount / scaled  # shown at its full weight
+                counted += amount
+            total = sum(signals.values())
             raw = 100.0 * counted / (counted + self.scale) if counted > 0 else 0.0
             s = raw * self.kind_weights.get(kind, 1.0)
             if s > best[0]:
@@ -474,7 +496,7 @@ def _anonymous(ctx: Ctx) -> bool:
 class _Judge:
     """Collects the identities' standings and the throttle's result, then acts once (a finalizer)."""
 
-    __slots__ = ("stage", "route", "route_name", "expected", "standings", "throttle", "solution")
+    __slots__ = ("stage", "route", "route_name", "expected", "standings", "throttle", "solution", "static")
 
     def __init__(self, stage: ReputationStage, route: RouteReputation, expected: int, route_name: str) -> None:
         self.stage = stage
@@ -485,6 +507,8 @@ class _Judge:
         self.throttle: Tokens | None = None
         #: the request's Authz-Solution, checked before the score is known (its claim joins the batch)
         self.solution: Any = None
+        #: what the address is (on a list, a hosting network): counted once, not per request
+        self.static: list[tuple[str, float]] = []
 
     def finish(self, ctx: Ctx) -> None:
         stage, route = self.stage, self.route
@@ -495,7 +519,7 @@ class _Judge:
             w = stage.weight("journey", _anonymous(ctx))
             extra.append(("journey", w))
             ctx.late_evidence.append(("journey", 1.0))
-        score, kind, top = stage.score(self.standings, extra)
+        score, kind, top = stage.score(self.standings, extra, self.static)
         ctx.score = score
         ctx.top_signals = top
         ctx.signals.append(("reputation.score", f"{score:g}"))

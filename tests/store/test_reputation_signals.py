@@ -1,5 +1,7 @@
 """Every signal moves the score by its documented weight and halves each half-life: memory, Redis, Cluster.
 
+(What an address is, on a list or in a hosting network, counts once per request instead.)
+
 Evidence goes through the real engine (a stand-in authentication method plays
 the stages that find evidence), so the reputation operation runs in each
 store's own implementation: the Python one, and the Lua script on a real
@@ -81,6 +83,11 @@ async def test_each_signal_adds_its_weight_and_halves_each_half_life(backend: Ba
     assert first.score == pytest.approx(score(weight), abs=0.15)
     assert first.top_signals[0][0] == name
     e.clock.advance(HALF_LIFE)  # type: ignore[attr-defined]
+    if name.startswith(("list.", "network.hosting")):
+        # what the address is counts once per request, never accumulated
+        again = await e.decide(request("/", "203.0.113.9", x_evidence=name))
+        assert again.score == first.score
+        return
     later = await e.decide(request("/", "203.0.113.9"))
     assert later.score == pytest.approx(score(weight / 2), abs=0.15)
 

@@ -432,3 +432,15 @@ async def test_signals_header_sends_the_top_signals_on_every_scored_allow() -> N
     d = await decide_with(e, req("/", peer="192.0.2.90"), [("probe.traversal", 0.2)])  # score 9: no action
     assert ("x-authz-signals", "probe.traversal") in d.upstream_headers
     assert ("x-authz-signals", "") not in (await e.decide(req("/", peer="203.0.113.90"))).upstream_headers
+
+
+async def test_a_listed_address_counts_its_list_once_however_busy_it_is() -> None:
+    e = engine()
+    scores = []
+    rng = random.Random(3)
+    for _ in range(200):
+        e.clock.advance(int(rng.expovariate(1 / 1000)))  # type: ignore[attr-defined]  # many people, at random
+        d = await decide_with(e, req("/", peer="100.64.9.1"), [("list.abuse", 0.6)])
+        scores.append(d.score)
+    assert scores[0] == scores[-1] == pytest.approx(100 * 0.6 / 10.6, abs=0.1)  # weight 1 x strength 0.6, once
+    assert dict(d.top_signals) == {"list.abuse": pytest.approx(scores[-1], abs=0.1)}
