@@ -15,14 +15,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from authz.adapters import envoy_grpc
 from authz.decision import Outcome
 from authz.decisionlog import DecisionLog
 from authz.pipeline import Engine
 from authz.policy import load_policy
+from authz.request import Request
 from authz.store import MemoryStore
-from bench import BENCH_POLICY
+from bench import BENCH_POLICY, HERE
 from bench.checkreq import check_request
 
 BATCH = 500
@@ -62,6 +64,14 @@ async def _per_op_us_async(fn: Callable[[], Awaitable[object]], duration_s: floa
     return (clock() - started) / calls * 1e6
 
 
+def _decide_us(policy_file: Path, req: Request, duration_s: float) -> float:
+    engine = Engine(load_policy(str(policy_file)), MemoryStore(epoch_ms=int(time.time() * 1000)), on_decision=DecisionLog(None).record)
+    decision = asyncio.run(engine.decide(req))
+    if decision.outcome is not Outcome.ALLOW:
+        raise RuntimeError(f"{policy_file.name} does not allow the bench request: {decision.reason}")
+    return asyncio.run(_per_op_us_async(lambda: engine.decide(req), duration_s))
+
+
 def run(duration_s: float) -> list[tuple[str, float, str]]:
     policy = load_policy(str(BENCH_POLICY))
     store = MemoryStore(epoch_ms=int(time.time() * 1000))
@@ -76,8 +86,13 @@ def run(duration_s: float) -> list[tuple[str, float, str]]:
     response = envoy_grpc.to_response(decision)
 
     decide_us = asyncio.run(_per_op_us_async(lambda: engine.decide(req), duration_s))
+    # what the reputation stage adds: the same request under two quotas, then two quotas + reputation
+    two, scored = (_decide_us(HERE / "policies" / name, req, duration_s) for name in ("two-quotas.yaml", "reputation.yaml"))
     return [
         ("Engine.decide (bench policy, memory store)", decide_us, "µs/op"),
+        ("Engine.decide (two quotas, memory store)", two, "µs/op"),
+        ("Engine.decide (two quotas + reputation and evidence)", scored, "µs/op"),
+        ("  reputation and evidence add", scored - two, "µs/op"),
         ("envoy_grpc.to_request (10 headers)", _per_op_us(lambda: envoy_grpc.to_request(check), duration_s), "µs/op"),
         ("envoy_grpc.to_response (allow)", _per_op_us(lambda: envoy_grpc.to_response(decision), duration_s), "µs/op"),
         (f"CheckRequest.FromString ({len(wire)} B)", _per_op_us(lambda: envoy_grpc.CheckRequest.FromString(wire), duration_s), "µs/op"),

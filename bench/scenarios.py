@@ -5,7 +5,9 @@ gRPC; (d) Envoy -> bare ASGI allow-all (HTTP floor); (e) Envoy -> authz's HTTP
 door; (f) Envoy -> bare grpc.aio allow-all (gRPC floor); (g) direct gRPC load
 on authz without Envoy. Shared state: (h)-(k) the two-quota policy on the
 memory store and on a real redis-server, through both doors; (l) and (m)
-envoy/envoy-workers.yaml in front of one authz process and of ``--workers 2``.
+envoy/envoy-workers.yaml in front of one authz process and of ``--workers 2``;
+(n) the two quotas plus the reputation stage on Redis (against (i): what
+scoring costs, and that it stays one EVALSHA per decision).
 
 Every Envoy scenario is measured by a ``Meter`` (bench/meter.py) around the
 wrk run: CPU per decision of each process, Redis commands per decision, and
@@ -37,6 +39,7 @@ from bench.redisbench import redis_server
 PY = sys.executable
 BENCH_PATH = "/v1/items/42?fields=name,price"
 TWO_QUOTAS = HERE / "policies" / "two-quotas.yaml"
+REPUTATION = HERE / "policies" / "reputation.yaml"
 WORKERS_YAML = HERE.parent / "envoy" / "envoy-workers.yaml"
 
 
@@ -211,6 +214,7 @@ TITLES = {
     "k": "Envoy -> authz HTTP, two quotas, Redis",
     "l": "envoy-workers.yaml -> authz 1 process, Redis",
     "m": "envoy-workers.yaml -> authz --workers 2, Redis",
+    "n": "Envoy -> authz gRPC, two quotas + reputation, Redis",
 }
 
 
@@ -338,6 +342,12 @@ def scenario_k(run: Run) -> Row:
         return _http_authz(run, "k", TWO_QUOTAS, f"redis://127.0.0.1:{rport}", {"redis": redis, "redis_port": rport})
 
 
+def scenario_n(run: Run) -> Row:
+    with redis_server(run.pinning) as (redis, rport):
+        cmd = authz_cmd(run, free_port(), policy=REPUTATION, store=f"redis://127.0.0.1:{rport}")
+        return _grpc_authz(run, "n", cmd, {"redis": redis, "redis_port": rport})
+
+
 def workers_envoy_config(ingress: int, admin: int, authz_ports: list[int]) -> str:
     """envoy/envoy-workers.yaml with its ports replaced (as the integration tests render it), one endpoint per worker.
 
@@ -422,6 +432,7 @@ SCENARIOS: dict[str, tuple[Callable[[Run], Row], str | None]] = {
     "k": (scenario_k, "j"),
     "l": (scenario_l, "i"),
     "m": (scenario_m, "l"),
+    "n": (scenario_n, "i"),
 }
 
 
