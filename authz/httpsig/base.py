@@ -8,10 +8,12 @@ values must have their registered types and whitespace tricks change nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from http_sfv.item import InnerList, Item
 
-from authz.httpsig.components import Component, component_value, parse_component
+from authz.httpsig import fast
+from authz.httpsig.components import Component, check_component, component_value, parse_component
 from authz.httpsig.errors import MALFORMED, SignatureError
 from authz.httpsig.message import Message
 from authz.httpsig.sfv import parse_dictionary
@@ -45,6 +47,12 @@ class SignatureInput:
 
 def parse_signature_input(value: str) -> dict[str, SignatureInput]:
     """Parse a ``Signature-Input`` field value: label -> checked input, in field order."""
+    quick = fast.signature_input(value)
+    if quick is not None:  # the canonical one-member shape: read directly (authz.httpsig.fast)
+        label, items, params, text = quick
+        if len(items) > MAX_COMPONENTS:
+            raise SignatureError(MALFORMED, f"{label!r} covers {len(items)} components (at most {MAX_COMPONENTS})")
+        return {label: _checked(label, _components(items), params, text)}
     d = parse_dictionary(value, "Signature-Input")
     if len(d) > MAX_LABELS:
         raise SignatureError(MALFORMED, f"Signature-Input has {len(d)} members (at most {MAX_LABELS})")
@@ -53,6 +61,9 @@ def parse_signature_input(value: str) -> dict[str, SignatureInput]:
 
 def parse_signature(value: str) -> dict[str, bytes]:
     """Parse a ``Signature`` field value: label -> signature bytes."""
+    quick = fast.signature(value)
+    if quick is not None:
+        return {quick[0]: quick[1]}
     d = parse_dictionary(value, "Signature")
     if len(d) > MAX_LABELS:
         raise SignatureError(MALFORMED, f"Signature has {len(d)} members (at most {MAX_LABELS})")
@@ -70,13 +81,24 @@ def _input(label: str, member: object) -> SignatureInput:
     if len(member) > MAX_COMPONENTS:
         raise SignatureError(MALFORMED, f"{label!r} covers {len(member)} components (at most {MAX_COMPONENTS})")
     comps = tuple(parse_component(item) for item in member)
+    return _checked(label, comps, list(member.params.items()), str(member))
+
+
+@lru_cache(maxsize=1024)
+def _components(items: fast.Items) -> tuple[Component, ...]:
+    # the same few covered-component lists, request after request: checked once each
+    return tuple(check_component(name, params, text) for name, params, text in items)
+
+
+def _checked(label: str, comps: tuple[Component, ...], params: list[tuple[str, object]], text: str) -> SignatureInput:
+    """The rules every Signature-Input member obeys, however it was parsed."""
     seen = set()
     for c in comps:
         if c.text in seen:
             raise SignatureError(MALFORMED, f"{label!r} covers {c.text} twice")
         seen.add(c.text)
     values: dict[str, object] = {}
-    for key, v in member.params.items():
+    for key, v in params:
         want = PARAM_TYPES.get(key)
         if want is not None:
             if type(v) is not want:  # bool is an int subclass: the type must be exact
@@ -89,7 +111,7 @@ def _input(label: str, member: object) -> SignatureInput:
     created, expires = values.get("created"), values.get("expires")
     if isinstance(created, int) and isinstance(expires, int) and expires < created:
         raise SignatureError(MALFORMED, f"{label!r} expires before it was created")
-    return SignatureInput(label=label, components=comps, params_text=str(member), **values)  # type: ignore[arg-type]
+    return SignatureInput(label=label, components=comps, params_text=text, **values)  # type: ignore[arg-type]
 
 
 def signature_base(msg: Message, si: SignatureInput) -> bytes:

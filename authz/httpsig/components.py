@@ -49,10 +49,13 @@ class Component:
 
 def parse_component(item: Item) -> Component:
     """Check one component identifier from a ``Signature-Input`` inner list."""
-    name = item.value
+    return check_component(item.value, tuple(item.params.items()), str(item))
+
+
+def check_component(name: Any, params: tuple[tuple[str, Any], ...], text: str) -> Component:
+    """Check one component identifier: its value, its parameters, and its strict serialization ``text``."""
     if not isinstance(name, str) or not name:
         raise SignatureError(MALFORMED, "a component identifier must be a non-empty string")
-    params = tuple(item.params.items())
     keys = [k for k, _ in params]
     if name.startswith("@"):
         if name == "@signature-params":
@@ -85,7 +88,7 @@ def parse_component(item: Item) -> Component:
             raise SignatureError(MALFORMED, f"repeated parameter on {name!r}")
         if "bs" in keys and ("sf" in keys or "key" in keys):
             raise SignatureError(MALFORMED, "bs cannot be combined with sf or key")
-    return Component(name, params, str(item))
+    return Component(name, params, text)
 
 
 def component_value(msg: Message, comp: Component) -> str:
