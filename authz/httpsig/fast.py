@@ -27,13 +27,14 @@ from http_sfv.types import Token
 _KEY = r"[a-z*][a-z0-9_\-.*]{0,63}"
 _STRING = r'"[\x20\x21\x23-\x5b\x5d-\x7e]*"'
 _INTEGER = r"-?(?:0|[1-9][0-9]{0,14})"
-_SF_TOKEN = r"[A-Za-z*][!#$%&'*+\-.^_`|~:/A-Za-z0-9]*"
+#: an RFC 8941 Token
+_BARE_WORD = r"[A-Za-z*][!#$%&'*+\-.^_`|~:/A-Za-z0-9]*"
 #: a parameter: a bare key is boolean true (canonical); false is ?0
-_PARAM = rf";{_KEY}(?:=(?:{_INTEGER}|{_STRING}|{_SF_TOKEN}|\?0))?"
+_PARAM = rf";{_KEY}(?:=(?:{_INTEGER}|{_STRING}|{_BARE_WORD}|\?0))?"
 _ITEM = rf"{_STRING}(?:{_PARAM})*"
 _INPUT = re.compile(rf"({_KEY})=(\((?:{_ITEM}(?: {_ITEM})*)?\)((?:{_PARAM})*))")
 _ITEMS = re.compile(rf"({_STRING})((?:{_PARAM})*)")
-_PARAMS = re.compile(rf";({_KEY})(?:=({_INTEGER}|{_STRING}|{_SF_TOKEN}|\?0))?")
+_PARAMS = re.compile(rf";({_KEY})(?:=({_INTEGER}|{_STRING}|{_BARE_WORD}|\?0))?")
 _SIGNATURE = re.compile(rf"({_KEY})=:([A-Za-z0-9+/]*={{0,2}}):")
 
 
