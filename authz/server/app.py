@@ -34,6 +34,7 @@ from authz.errors import ConfigError
 from authz.pipeline import Engine
 from authz.policy.compile import load_policy
 from authz.policy.model import Policy
+from authz.server import tls
 from authz.server.access_log import SERVICE_NAME as ACCESS_LOG
 from authz.server.access_log import AccessLogService
 from authz.server.admin import DecisionsService
@@ -130,7 +131,13 @@ class App:
             reflection.aio.ReflectionServicer((*self.service_names, reflection.SERVICE_NAME)),
         )
         try:
-            self.grpc_port = server.add_insecure_port(self._grpc_address())
+            if self.settings.grpc_tls_cert:
+                creds = tls.server_credentials(
+                    self.settings.grpc_tls_cert, self.settings.grpc_tls_key, self.settings.grpc_client_ca or None, name="grpc"
+                )
+                self.grpc_port = server.add_secure_port(self._grpc_address(), creds)
+            else:
+                self.grpc_port = server.add_insecure_port(self._grpc_address())
         except RuntimeError:  # grpc raises when the address cannot be bound
             self.grpc_port = 0
         if self.grpc_port == 0:
@@ -147,9 +154,12 @@ class App:
         await self.health.set(STORE_SERVICE, SERVING if self.store.health().serving else NOT_SERVING)
         self._probe = asyncio.create_task(self._watch_store(), name="store-probe")
         worker = f"worker {self.settings.worker_index}: " if self.settings.worker_index >= 0 else ""
+        st = self.settings
+        scheme = ("gRPC over mTLS" if st.grpc_client_ca else "gRPC over TLS") if st.grpc_tls_cert else "gRPC"
         log.info(
-            "%sauthz serving gRPC on %s (policy %s, %d routes, store %s)",
+            "%sauthz serving %s on %s (policy %s, %d routes, store %s)",
             worker,
+            scheme,
             self._listen_addr(),
             self.policy.file,
             len(self.policy.routes),
@@ -158,9 +168,9 @@ class App:
 
     async def _start_http(self) -> None:
         door = HttpDoor(self.engine, self.modes, serving=lambda: self._serving, components=self.components)
-        self.http = HttpServer(
-            door, self.settings.http_listen, header_timeout=self.settings.http_header_timeout, grace=self.settings.grace
-        )
+        st = self.settings
+        context = tls.ssl_context(st.http_tls_cert, st.http_tls_key, st.http_client_ca or None, name="http") if st.http_tls_cert else None
+        self.http = HttpServer(door, st.http_listen, header_timeout=st.http_header_timeout, grace=st.grace, ssl_context=context)
         await self.http.start(reuse_port=self.settings.worker_index >= 0)
         self.http_port = self.http.port
 

@@ -255,6 +255,7 @@ def start_authz(
     port: int | None = None,
     timeout: float = 20.0,
     drain: float | None = 0.0,
+    credentials: Any = None,
 ) -> tuple[Proc, int]:
     """Run ``authz serve`` on a free loopback port and wait for gRPC health SERVING.
 
@@ -263,6 +264,7 @@ def start_authz(
     ``extra_args`` say ``--http-listen`` or ``--no-http``; ``proc.ports["grpc"]``
     is the returned port. ``drain`` is ``--drain``: 0 so that stopping takes no
     time, None for the server's default; ``extra_args`` with ``--drain`` win.
+    ``credentials`` (grpc.ssl_channel_credentials) wait for a TLS listener.
     The caller owns the returned Proc (use it in ``with`` or call ``stop()``).
     """
     grpc_port = port or free_port()
@@ -286,21 +288,31 @@ def start_authz(
     proc = Proc(args, name="authz").start()
     proc.ports = ports
     try:
-        wait_grpc_serving(f"{LOOPBACK}:{grpc_port}", timeout=timeout, proc=proc)
+        wait_grpc_serving(f"{LOOPBACK}:{grpc_port}", timeout=timeout, proc=proc, credentials=credentials)
     except BaseException:
         proc.stop()
         raise
     return proc, grpc_port
 
 
-def wait_grpc_serving(target: str, timeout: float = 10.0, proc: Proc | None = None) -> None:
-    """Poll grpc.health.v1 Check("") until SERVING; bounded by ``timeout`` seconds."""
+def wait_grpc_serving(
+    target: str, timeout: float = 10.0, proc: Proc | None = None, credentials: Any = None, server_name: str = "authz.internal"
+) -> None:
+    """Poll grpc.health.v1 Check("") until SERVING; bounded by ``timeout`` seconds.
+
+    ``credentials`` (grpc.ssl_channel_credentials) speak TLS, verifying ``server_name``.
+    """
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout
     last = "no answer"
-    with grpc.insecure_channel(target) as channel:
+    channel = (
+        grpc.secure_channel(target, credentials, options=[("grpc.ssl_target_name_override", server_name)])
+        if credentials is not None
+        else grpc.insecure_channel(target)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if proc is not None and not proc.alive:
