@@ -38,6 +38,7 @@ from authz.stages.authenticate import authenticate
 from authz.stages.context import Ctx, StatefulCheck
 from authz.stages.quota import Quota
 from authz.stages.route import match_route
+from authz.stats import APPLY, AUTHENTICATE, IDENTIFY, JUDGE, PLAN, RESPOND, ROUTE, Laps, StageStats
 from authz.store.base import Op, PartialFailure, Store
 from authz.store.memory import MemoryStore
 
@@ -90,17 +91,23 @@ class Engine:
         #: evidence batches dropped (too many pending, or the store failed), tarpits not held (too many)
         self.records_dropped = 0
         self.tarpits_skipped = 0
+        #: each stage's latency (metrics); one perf_counter_ns per stage boundary
+        self.stage_stats = StageStats()
+        #: called with every request, its decision and its stage boundaries (tracing); must not block
+        self.observer: Callable[[Request, Decision, Laps], None] | None = None
 
     async def decide(self, req: Request) -> Decision:
         """The decision on one request. Never raises: anything unexpected is ``internal.error``."""
         started = time.perf_counter_ns()
+        laps = Laps(started)
         ctx: Ctx | None = None
         policy = self.policy  # one snapshot for the whole request, even across a reload
         try:
             ctx = Ctx(req, self.clock.now_ms(), self.ids.next())
-            route_name = await self._run(ctx, policy)
+            route_name = await self._run(ctx, policy, laps)
             duration_us = (time.perf_counter_ns() - started) // 1000
             decision = respond.finish(ctx, route_name, duration_us, policy.upstream_headers)
+            laps.mark(RESPOND)
             # 8. record: what the outcome revealed (a refusal's evidence), off the critical path
             if ctx.outcome is not None:
                 self._record(ctx.outcome(decision.reason.code), ctx.now_ms)
@@ -110,7 +117,11 @@ class Engine:
                 "internal error deciding %s (decision %s, route %r); failing closed\n%s",
                 req, decision.id, decision.route, safe_traceback(exc),
             )  # fmt: skip
+        decision.policy_version = policy.version
         self._emit(decision)
+        self.stage_stats.observe(laps)
+        if self.observer is not None:
+            self._observe(req, decision, laps)
         if ctx is not None and ctx.delay_ms and decision.allowed:
             await self._tarpit(ctx.delay_ms)
         return decision
@@ -172,8 +183,16 @@ class Engine:
         except Exception as exc:
             decision = respond.failed(req, ctx)
             log.error("internal error refusing a malformed request (decision %s)\n%s", decision.id, safe_traceback(exc))
+        decision.policy_version = self.policy.version
         self._emit(decision)
         return decision
+
+    def _observe(self, req: Request, decision: Decision, laps: Laps) -> None:
+        assert self.observer is not None
+        try:
+            self.observer(req, decision, laps)
+        except Exception as exc:  # tracing must never turn a decision into an error
+            log.error("decision observer failed for %s\n%s", decision.id, safe_traceback(exc))
 
     def _emit(self, decision: Decision) -> None:
         if self.on_decision is None:
@@ -183,8 +202,10 @@ class Engine:
         except Exception as exc:  # a sink must never turn a decision into an error
             log.error("decision sink failed for %s\n%s", decision.id, safe_traceback(exc))
 
-    async def _run(self, ctx: Ctx, policy: Policy) -> str:
+    async def _run(self, ctx: Ctx, policy: Policy, laps: Laps | None = None) -> str:
         req = ctx.req
+        if laps is None:
+            laps = Laps(time.perf_counter_ns())
 
         # 0. sanity: bounded sizes before any work that scales with them
         limits = policy.limits
@@ -204,6 +225,7 @@ class Engine:
 
         # 1. route: host, method, path -> the route's checks
         route = match_route(policy.routes, req)
+        laps.mark(ROUTE)
         if route is None:
             ctx.identity.client_ip = req.peer_ip
             ctx.refuse(ROUTE_NO_MATCH)
@@ -214,7 +236,9 @@ class Engine:
         ctx.identity.client_ip = identify.client_ip(
             req.peer_ip, req.headers.get("x-forwarded-for"), policy.trusted_proxies
         )
-        if route.ip and identify.check_ip_rules(ctx, route.ip):
+        allowlisted = bool(route.ip) and identify.check_ip_rules(ctx, route.ip)
+        laps.mark(IDENTIFY)
+        if allowlisted:
             ctx.reason = OK_IP_ALLOWLISTED
             return route.name
         if ctx.reason is not None:
@@ -230,6 +254,7 @@ class Engine:
 
         # 3. authenticate: JWT / signatures / anonymous (pure CPU, cached)
         await authenticate(ctx, route.auth, route.anonymous)
+        laps.mark(AUTHENTICATE)
         if ctx.reason is not None:
             return route.name
 
@@ -240,19 +265,23 @@ class Engine:
             quota.plan(ctx, cost)
         if rep is not None and scoring is not None:
             scoring.plan(ctx, rep)
+        laps.mark(PLAN)
 
         # 5. apply: one store round trip for all of them, atomically
         if ctx.ops:
             try:
                 results = await self.store.apply(ctx.ops, ctx.now_ms)
             except StoreError as exc:
+                laps.mark(APPLY)
                 self._store_failed(ctx, route.on_store_error, exc)
             else:
+                laps.mark(APPLY)
                 # 6. judge: each check reads its own result; the first refusal decides
                 for check, op, result in zip(ctx.checks, ctx.ops, results, strict=True):
                     check.judge(result, op, ctx)
             for finish in ctx.finalizers:  # judgements over several results (the reputation score)
                 finish(ctx)
+            laps.mark(JUDGE)
 
         # 7. respond (in decide): headers, body, signals; 8. record (in decide): the outcome's evidence
         return route.name

@@ -58,8 +58,8 @@ class Settings:
     http_tls_cert: str = ""
     http_tls_key: str = ""
     http_client_ca: str = ""
-    #: host:port of the Prometheus metrics listener; "" turns it off
-    metrics_listen: str = "127.0.0.1:9193"
+    #: host:port of the Prometheus metrics listener; "" turns it off (``authz serve``'s default: 127.0.0.1:9193)
+    metrics_listen: str = ""
     #: set by the supervisor in each worker: where the worker leaves its metrics for the supervisor
     metrics_dir: str = ""
     #: reload the policy and the files it reads when they change on disk (SIGHUP reloads either way)

@@ -60,8 +60,26 @@ def load_policy(path: str, text: str | None = None) -> Policy:
     if text is None:
         text = source.read_text(path)
     root = source.load(path, text)
-    policy = compile_policy(root, CompileContext(file=path, base_dir=os.path.dirname(os.path.abspath(path)), keyring=EMPTY_KEYRING))
-    return dataclasses.replace(policy, version=hashlib.sha256(text.encode()).hexdigest()[:12])
+    cc: CompileContext[KeyRing] = CompileContext(file=path, base_dir=os.path.dirname(os.path.abspath(path)), keyring=EMPTY_KEYRING)
+    policy = compile_policy(root, cc)
+    return dataclasses.replace(policy, version=version_of(text, cc.reads), files=(path, *cc.reads))
+
+
+def version_of(text: str, reads: list[str]) -> str:
+    """12 hex digits of SHA-256 over the policy text and every file it read (name and content).
+
+    A change to a keys file, an address list or a JWKS file is a new version,
+    as much as a change to the policy file itself.
+    """
+    digest = hashlib.sha256(text.encode())
+    for path in reads:
+        digest.update(b"\0" + os.fsencode(path) + b"\0")
+        try:
+            with open(path, "rb") as f:
+                digest.update(hashlib.sha256(f.read()).digest())
+        except OSError as exc:  # read a moment ago; gone since: the version says so
+            digest.update(f"unreadable:{exc.errno}".encode())
+    return digest.hexdigest()[:12]
 
 
 def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:

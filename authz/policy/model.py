@@ -55,3 +55,5 @@ class Policy:
     upstream_headers: frozenset[str] = UPSTREAM_HEADERS
     #: the policy's content hash (12 hex digits of SHA-256 over its text): health, decisions, the admin API
     version: str = ""
+    #: the policy file and every file it read (keys, address lists, JWKS...): what a reload watches
+    files: tuple[str, ...] = ()

@@ -10,8 +10,10 @@ SIGTERM/SIGINT:
 2. the listener closes and in-flight checks get ``grace`` seconds to finish;
 3. the decision log is flushed, the store closed, and the process exits 0.
 
-SIGHUP reloads the policy file. A file that does not validate is refused with
-its error logged (file, line, field) and the running policy stays in force.
+SIGHUP, or a change to the policy or a file it reads, reloads the policy
+(server/reload.py). A file that does not validate is refused with its error
+logged (file, line, field) and the running policy stays in force. SIGUSR1
+reopens the decision log (log rotation).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from authz.adapters.http import HttpDoor, Modes
 from authz.admin.v1 import admin_pb2, admin_pb2_grpc
 from authz.clock import Clock, SystemClock
+from authz.decision import Decision
 from authz.decisionlog import DecisionLog
 from authz.errors import ConfigError
 from authz.pipeline import Engine
@@ -38,11 +41,13 @@ from authz.server import tls
 from authz.server.access_log import SERVICE_NAME as ACCESS_LOG
 from authz.server.access_log import AccessLogService
 from authz.server.admin import DecisionsService
+from authz.server.ecs import to_ecs
 from authz.server.ext_authz import SERVICE_NAME as EXT_AUTHZ
 from authz.server.ext_authz import AuthorizationService
 from authz.server.guard import add_guarded
 from authz.server.health import HealthServicer
 from authz.server.http import HttpServer
+from authz.server.reload import Reloader
 from authz.settings import Settings
 from authz.store import store_from_url
 
@@ -71,7 +76,10 @@ class App:
         log_path = settings.decision_log or None
         if log_path not in (None, "-") and settings.worker_index >= 0:
             log_path = f"{log_path}.worker-{settings.worker_index}"  # one writer per file
-        self.decisions = DecisionLog(log_path, ring_size=settings.decision_ring)
+        self.decisions = DecisionLog(
+            log_path, ring_size=settings.decision_ring, max_bytes=settings.decision_log_max_bytes,
+            serialize=to_ecs if settings.decision_log_format == "ecs" else Decision.to_record,
+        )  # fmt: skip
         self.engine = Engine(self.policy, self.store, clock=self.clock, on_decision=self.decisions.record)
         self.health = HealthServicer()
         #: Envoy's access log stream: the backend's answers as evidence (server/access_log.py)
@@ -85,6 +93,9 @@ class App:
         self._stopping = False
         self._drain_cut = asyncio.Event()
         self._probe: asyncio.Task[None] | None = None
+        #: the one place that decides to replace the policy (SIGHUP, files changed): server/reload.py
+        self.reloader = Reloader(settings.config, lambda: self.engine.policy, self._adopt)
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -92,12 +103,22 @@ class App:
 
     def components(self) -> dict[str, Any]:
         """Each component's health, for /healthz (never waits on a backend)."""
-        return {"store": self.store.health().to_dict()}
+        return {"store": self.store.health().to_dict(), "policy": self.policy_health()}
+
+    def policy_health(self) -> dict[str, Any]:
+        """The running policy's version and the last reload's outcome (health details, admin)."""
+        policy, last = self.engine.policy, self.reloader.last
+        out: dict[str, Any] = {"status": "serving", "version": policy.version, "file": policy.file, "routes": len(policy.routes)}
+        out["loaded_at"] = round(self.reloader.loaded_at, 3)
+        if last is not None and last.result == "refused":
+            out["last_reload"] = {"result": "refused", "error": last.error}
+        return out
 
     async def _watch_store(self) -> None:
         """Probe the store every second: its health is a component of its own (STORE_SERVICE)."""
         last: bool | None = None
         while True:
+            tls.refresh_all()  # certificate files: logs and metrics current even without new connections
             await self.store.probe()
             serving = self.store.health().serving
             if serving != last:
@@ -153,6 +174,8 @@ class App:
         await self._set_health(SERVING)
         await self.health.set(STORE_SERVICE, SERVING if self.store.health().serving else NOT_SERVING)
         self._probe = asyncio.create_task(self._watch_store(), name="store-probe")
+        if self.settings.watch:
+            self._watch = asyncio.create_task(self.reloader.watch(), name="policy-watch")
         worker = f"worker {self.settings.worker_index}: " if self.settings.worker_index >= 0 else ""
         st = self.settings
         scheme = ("gRPC over mTLS" if st.grpc_client_ca else "gRPC over TLS") if st.grpc_tls_cert else "gRPC"
@@ -191,15 +214,11 @@ class App:
             await self.health.set(name, status)
 
     def reload(self) -> bool:
-        """Load the policy file again; keep the running policy if it does not validate."""
-        try:
-            policy = load_policy(self.settings.config)
-        except ConfigError as exc:
-            log.error("policy reload refused, the running policy stays in force: %s", exc)
-            return False
-        self.policy = self.engine.policy = policy
-        log.info("policy reloaded from %s (version %s, %d routes)", policy.file, policy.version, len(policy.routes))
-        return True
+        """Load the policy file again now; keep the running policy if it does not validate."""
+        return self.reloader.reload("reload").result != "refused"
+
+    def _adopt(self, policy: Policy) -> None:
+        self.policy = self.engine.policy = policy  # one assignment: checks in flight keep the one they read
 
     async def stop(self) -> None:
         """Drain, close the listeners, let in-flight checks finish. A second call ends the drain."""
@@ -223,8 +242,9 @@ class App:
         if self.http is not None:
             stopping.append(self.http.stop())
         await asyncio.gather(*stopping)
-        if self._probe is not None:
-            self._probe.cancel()
+        for task in (self._probe, self._watch):
+            if task is not None:
+                task.cancel()
         await self.decisions.stop()
         await self.store.close()
         log.info("authz stopped")
@@ -237,5 +257,6 @@ async def serve(settings: Settings) -> None:
     await app.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(app.stop()))
-    loop.add_signal_handler(signal.SIGHUP, app.reload)
+    loop.add_signal_handler(signal.SIGHUP, lambda: app.reloader.request("SIGHUP"))
+    loop.add_signal_handler(signal.SIGUSR1, app.decisions.reopen)
     await app.stopped.wait()
