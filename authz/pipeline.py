@@ -15,6 +15,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from time import perf_counter_ns
 
 from authz.clock import Clock, SystemClock
 from authz.decision import (
@@ -38,7 +39,7 @@ from authz.stages.authenticate import authenticate
 from authz.stages.context import Ctx, StatefulCheck
 from authz.stages.quota import Quota
 from authz.stages.route import match_route
-from authz.stats import APPLY, AUTHENTICATE, IDENTIFY, JUDGE, PLAN, RESPOND, ROUTE, Laps, StageStats
+from authz.stats import APPLY, AUTHENTICATE, IDENTIFY, JUDGE, PLAN, RESPOND, ROUTE, Laps, StageStats, new_laps
 from authz.store.base import Op, PartialFailure, Store
 from authz.store.memory import MemoryStore
 
@@ -99,7 +100,7 @@ class Engine:
     async def decide(self, req: Request) -> Decision:
         """The decision on one request. Never raises: anything unexpected is ``internal.error``."""
         started = time.perf_counter_ns()
-        laps = Laps(started)
+        laps = new_laps(started)
         ctx: Ctx | None = None
         policy = self.policy  # one snapshot for the whole request, even across a reload
         try:
@@ -107,7 +108,7 @@ class Engine:
             route_name = await self._run(ctx, policy, laps)
             duration_us = (time.perf_counter_ns() - started) // 1000
             decision = respond.finish(ctx, route_name, duration_us, policy.upstream_headers)
-            laps.mark(RESPOND)
+            laps[RESPOND] = perf_counter_ns()
             # 8. record: what the outcome revealed (a refusal's evidence), off the critical path
             if ctx.outcome is not None:
                 self._record(ctx.outcome(decision.reason.code), ctx.now_ms)
@@ -205,7 +206,7 @@ class Engine:
     async def _run(self, ctx: Ctx, policy: Policy, laps: Laps | None = None) -> str:
         req = ctx.req
         if laps is None:
-            laps = Laps(time.perf_counter_ns())
+            laps = new_laps(perf_counter_ns())
 
         # 0. sanity: bounded sizes before any work that scales with them
         limits = policy.limits
@@ -225,7 +226,7 @@ class Engine:
 
         # 1. route: host, method, path -> the route's checks
         route = match_route(policy.routes, req)
-        laps.mark(ROUTE)
+        laps[ROUTE] = perf_counter_ns()
         if route is None:
             ctx.identity.client_ip = req.peer_ip
             ctx.refuse(ROUTE_NO_MATCH)
@@ -237,7 +238,7 @@ class Engine:
             req.peer_ip, req.headers.get("x-forwarded-for"), policy.trusted_proxies
         )
         allowlisted = bool(route.ip) and identify.check_ip_rules(ctx, route.ip)
-        laps.mark(IDENTIFY)
+        laps[IDENTIFY] = perf_counter_ns()
         if allowlisted:
             ctx.reason = OK_IP_ALLOWLISTED
             return route.name
@@ -254,7 +255,7 @@ class Engine:
 
         # 3. authenticate: JWT / signatures / anonymous (pure CPU, cached)
         await authenticate(ctx, route.auth, route.anonymous)
-        laps.mark(AUTHENTICATE)
+        laps[AUTHENTICATE] = perf_counter_ns()
         if ctx.reason is not None:
             return route.name
 
@@ -265,23 +266,23 @@ class Engine:
             quota.plan(ctx, cost)
         if rep is not None and scoring is not None:
             scoring.plan(ctx, rep)
-        laps.mark(PLAN)
+        laps[PLAN] = perf_counter_ns()
 
         # 5. apply: one store round trip for all of them, atomically
         if ctx.ops:
             try:
                 results = await self.store.apply(ctx.ops, ctx.now_ms)
             except StoreError as exc:
-                laps.mark(APPLY)
+                laps[APPLY] = perf_counter_ns()
                 self._store_failed(ctx, route.on_store_error, exc)
             else:
-                laps.mark(APPLY)
+                laps[APPLY] = perf_counter_ns()
                 # 6. judge: each check reads its own result; the first refusal decides
                 for check, op, result in zip(ctx.checks, ctx.ops, results, strict=True):
                     check.judge(result, op, ctx)
             for finish in ctx.finalizers:  # judgements over several results (the reputation score)
                 finish(ctx)
-            laps.mark(JUDGE)
+            laps[JUDGE] = perf_counter_ns()
 
         # 7. respond (in decide): headers, body, signals; 8. record (in decide): the outcome's evidence
         return route.name

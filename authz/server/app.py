@@ -47,6 +47,7 @@ from authz.server.ext_authz import AuthorizationService
 from authz.server.guard import add_guarded
 from authz.server.health import HealthServicer
 from authz.server.http import HttpServer
+from authz.server.metrics import DecisionMetrics, MetricsServer, write_snapshots
 from authz.server.reload import Reloader
 from authz.settings import Settings
 from authz.store import store_from_url
@@ -80,7 +81,10 @@ class App:
             log_path, ring_size=settings.decision_ring, max_bytes=settings.decision_log_max_bytes,
             serialize=to_ecs if settings.decision_log_format == "ecs" else Decision.to_record,
         )  # fmt: skip
-        self.engine = Engine(self.policy, self.store, clock=self.clock, on_decision=self.decisions.record)
+        self._route_names = frozenset(r.name for r in self.policy.routes)
+        #: per-decision counters for /metrics (server/metrics.py); everything else is read when scraped
+        self.metrics = DecisionMetrics(lambda: self._route_names)
+        self.engine = Engine(self.policy, self.store, clock=self.clock, on_decision=self._on_decision)
         self.health = HealthServicer()
         #: Envoy's access log stream: the backend's answers as evidence (server/access_log.py)
         self.access_log = AccessLogService(self.engine)
@@ -96,6 +100,8 @@ class App:
         #: the one place that decides to replace the policy (SIGHUP, files changed): server/reload.py
         self.reloader = Reloader(settings.config, lambda: self.engine.policy, self._adopt)
         self._watch: asyncio.Task[None] | None = None
+        self.metrics_server: MetricsServer | None = None
+        self._snapshots: asyncio.Task[None] | None = None
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -167,6 +173,13 @@ class App:
             )
         if self.settings.http_listen:
             await self._start_http()  # before gRPC serves: a taken port must fail the start cleanly
+        if self.settings.metrics_dir:  # a worker: the supervisor serves the metrics
+            self._snapshots = asyncio.create_task(
+                write_snapshots(self, self.settings.metrics_dir, max(self.settings.worker_index, 0)), name="metrics-snapshots"
+            )
+        elif self.settings.metrics_listen:
+            self.metrics_server = MetricsServer(self, self.settings.metrics_listen)
+            await self.metrics_server.start()
         await self.decisions.start()
         await self.store.start()  # connects in the background; never waits for the backend
         await server.start()
@@ -218,7 +231,12 @@ class App:
         return self.reloader.reload("reload").result != "refused"
 
     def _adopt(self, policy: Policy) -> None:
+        self._route_names = frozenset(r.name for r in policy.routes)
         self.policy = self.engine.policy = policy  # one assignment: checks in flight keep the one they read
+
+    def _on_decision(self, decision: Decision) -> None:
+        self.decisions.record(decision)
+        self.metrics.record(decision)
 
     async def stop(self) -> None:
         """Drain, close the listeners, let in-flight checks finish. A second call ends the drain."""
@@ -242,6 +260,11 @@ class App:
         if self.http is not None:
             stopping.append(self.http.stop())
         await asyncio.gather(*stopping)
+        if self._snapshots is not None:
+            self._snapshots.cancel()  # writes the final numbers as it ends
+            await asyncio.gather(self._snapshots, return_exceptions=True)
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         for task in (self._probe, self._watch):
             if task is not None:
                 task.cancel()

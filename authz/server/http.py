@@ -225,7 +225,7 @@ class HttpServer:
             self.server.started = False
 
 
-def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool = False, field: str = "http_listen") -> socket.socket:
     """Bind the listening socket here, so that a taken port is a ConfigError, not uvicorn's exit."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -243,5 +243,5 @@ def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
             sock.close()
             raise
     except OSError as exc:
-        raise ConfigError("settings", 0, "http_listen", f"cannot listen on {host}:{port}: {exc}") from None
+        raise ConfigError("settings", 0, field, f"cannot listen on {host}:{port}: {exc}") from None
     return sock

@@ -261,7 +261,8 @@ def start_authz(
 
     ``port`` reuses a given port (to restart authz where Envoy expects it).
     The HTTP door gets a free port too (``proc.ports["http"]``) unless
-    ``extra_args`` say ``--http-listen`` or ``--no-http``; ``proc.ports["grpc"]``
+    ``extra_args`` say ``--http-listen`` or ``--no-http``, and so does the metrics
+    listener (``proc.ports["metrics"]``, unless ``--metrics-listen`` or ``--no-metrics``); ``proc.ports["grpc"]``
     is the returned port. ``drain`` is ``--drain``: 0 so that stopping takes no
     time, None for the server's default; ``extra_args`` with ``--drain`` win.
     ``credentials`` (grpc.ssl_channel_credentials) wait for a TLS listener.
@@ -273,6 +274,10 @@ def start_authz(
     if not any(a == "--no-http" or a.startswith("--http-listen") for a in extra_args):
         ports["http"] = free_port()
         http_args = ["--http-listen", f"{LOOPBACK}:{ports['http']}"]
+    metrics_args: list[str] = []
+    if not any(a == "--no-metrics" or a.startswith("--metrics-listen") for a in extra_args):
+        ports["metrics"] = free_port()
+        metrics_args = ["--metrics-listen", f"{LOOPBACK}:{ports['metrics']}"]
     drain_args: list[str] = []
     if drain is not None and not any(a == "--drain" or a.startswith("--drain=") for a in extra_args):
         drain_args = ["--drain", str(drain)]
@@ -281,6 +286,7 @@ def start_authz(
         "--config", os.fspath(policy_path),
         "--grpc-listen", f"{LOOPBACK}:{grpc_port}",
         *http_args,
+        *metrics_args,
         *drain_args,
         "--log-level", "info",
         *extra_args,
