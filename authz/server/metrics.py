@@ -74,7 +74,7 @@ class DecisionMetrics:
 
     def record(self, d: Decision) -> None:
         # Outcome and Reason are str subclasses: they key the dict as their codes, without a lookup
-        key = (d.outcome, d.reason, d.route)
+        key: tuple[str, str, str] = (d.outcome, d.reason, d.route)
         decisions = self.decisions
         n = decisions.get(key)
         if n is None:
