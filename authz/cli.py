@@ -66,6 +66,10 @@ def serve(**options: object) -> None:
 
     listener = setup_logging(settings.log_level, settings.log_format)
     try:
+        if settings.otel:
+            from authz.server.tracing import require_sdk
+
+            require_sdk()  # refused here, before any worker starts
         if settings.workers > 1 and settings.worker_index < 0:
             from authz.server.workers import supervise
 

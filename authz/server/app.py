@@ -49,6 +49,7 @@ from authz.server.health import HealthServicer
 from authz.server.http import HttpServer
 from authz.server.metrics import DecisionMetrics, MetricsServer, write_snapshots
 from authz.server.reload import Reloader
+from authz.server.tracing import Tracer, provider_from_env
 from authz.settings import Settings
 from authz.store import store_from_url
 
@@ -86,6 +87,11 @@ class App:
         self.metrics = DecisionMetrics(lambda: self._route_names)
         self.engine = Engine(self.policy, self.store, clock=self.clock, on_decision=self._on_decision)
         self.health = HealthServicer()
+        #: OpenTelemetry (--otel): spans from each decision's stage times (server/tracing.py)
+        self.tracer: Tracer | None = None
+        if settings.otel:
+            self.tracer = Tracer(provider_from_env())
+            self.engine.observer = self.tracer
         #: Envoy's access log stream: the backend's answers as evidence (server/access_log.py)
         self.access_log = AccessLogService(self.engine)
         self.server: grpc.aio.Server | None = None
@@ -270,6 +276,8 @@ class App:
                 task.cancel()
         await self.decisions.stop()
         await self.store.close()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)
         log.info("authz stopped")
         self.stopped.set()
 
