@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import logging.handlers
-import queue
 import sys
 from typing import TextIO
 
@@ -45,16 +42,38 @@ def cli() -> None:
 @click.option("--decision-ring", envvar="AUTHZ_DECISION_RING", show_envvar=True, default=10_000, show_default=True, type=click.IntRange(min=1), help="Recent decisions kept for the admin API.")
 @click.option("--drain", envvar="AUTHZ_DRAIN", show_envvar=True, default=DEFAULT_DRAIN, show_default=True, type=click.FloatRange(min=0), help="Seconds to keep answering after SIGTERM while health reports NOT_SERVING, so that Envoy's health check (1 s interval in envoy/envoy.yaml) moves traffic to other endpoints before the listener closes; 0 closes at once.")
 @click.option("--grace", envvar="AUTHZ_GRACE", show_envvar=True, default=5.0, show_default=True, type=click.FloatRange(min=0), help="Seconds in-flight checks get to finish on shutdown.")
-@click.option("--watch-interval", envvar="AUTHZ_WATCH_INTERVAL", show_envvar=True, default=2.0, show_default=True, type=click.FloatRange(min=0, max=3600, min_open=True), help="Seconds between two looks at the files the policy names (address lists, AS number lists, GeoIP databases). A changed file is re-read off the request path, validated and swapped in whole; a bad one is refused with its file:line logged and the running version stays.")
+@click.option("--watch-interval", envvar="AUTHZ_WATCH_INTERVAL", show_envvar=True, default=1.0, show_default=True, type=click.FloatRange(min=0, max=3600, min_open=True), help="Seconds between two looks (--watch) at the policy file and the files it reads (keys, address lists, AS number lists, GeoIP databases, JWKS). A change reloads the policy off the request path, validated in full; a bad file is refused with its file:line logged and the running version stays.")
 @click.option("--log-level", envvar="AUTHZ_LOG_LEVEL", show_envvar=True, default="info", show_default=True, type=click.Choice(LOG_LEVELS))
 @click.option("--uvloop/--no-uvloop", envvar="AUTHZ_UVLOOP", show_envvar=True, default=True, show_default=True, help="Run the event loop on uvloop when installed.")
+@click.option("--grpc-tls-cert", envvar="AUTHZ_GRPC_TLS_CERT", show_envvar=True, default="", metavar="PEM", help="Serve gRPC over TLS with this certificate chain (with --grpc-tls-key). Reloaded when the files change; connections stay up.")
+@click.option("--grpc-tls-key", envvar="AUTHZ_GRPC_TLS_KEY", show_envvar=True, default="", metavar="PEM", help="The private key of --grpc-tls-cert (unencrypted PEM).")
+@click.option("--grpc-client-ca", envvar="AUTHZ_GRPC_CLIENT_CA", show_envvar=True, default="", metavar="PEM", help="mTLS: gRPC callers must present a certificate issued by these CAs (give Envoy one, and it is the only caller).")
+@click.option("--http-tls-cert", envvar="AUTHZ_HTTP_TLS_CERT", show_envvar=True, default="", metavar="PEM", help="Serve the HTTP door over TLS with this certificate chain (with --http-tls-key); reloaded on change.")
+@click.option("--http-tls-key", envvar="AUTHZ_HTTP_TLS_KEY", show_envvar=True, default="", metavar="PEM", help="The private key of --http-tls-cert (unencrypted PEM).")
+@click.option("--http-client-ca", envvar="AUTHZ_HTTP_CLIENT_CA", show_envvar=True, default="", metavar="PEM", help="mTLS: HTTP callers must present a certificate issued by these CAs.")
+@click.option("--metrics-listen", envvar="AUTHZ_METRICS_LISTEN", show_envvar=True, default="127.0.0.1:9193", show_default=True, help="host:port of the Prometheus metrics listener (GET /metrics); with --workers the supervisor serves every worker's metrics, summed.")
+@click.option("--no-metrics", is_flag=True, envvar="AUTHZ_NO_METRICS", show_envvar=True, help="Do not serve metrics (same as --metrics-listen '').")
+@click.option("--metrics-dir", envvar="AUTHZ_METRICS_DIR", default="", hidden=True)
+@click.option("--watch/--no-watch", envvar="AUTHZ_WATCH", show_envvar=True, default=True, show_default=True, help="Reload the policy when it, or a file it reads (keys, address lists, GeoIP databases, JWKS), changes on disk (looked at every --watch-interval seconds). SIGHUP reloads either way.")
+@click.option("--log-format", envvar="AUTHZ_LOG_FORMAT", show_envvar=True, default="text", show_default=True, type=click.Choice(("text", "json")), help="Operational log lines on stderr: text, or json (one JSON object per line, for a log shipper).")
+@click.option("--decision-log-format", envvar="AUTHZ_DECISION_LOG_FORMAT", show_envvar=True, default="authz", show_default=True, type=click.Choice(("authz", "ecs")), help="Field names of the decision log: authz's own, or Elastic Common Schema (docs/operations.md).")
+@click.option("--decision-log-max-bytes", envvar="AUTHZ_DECISION_LOG_MAX_BYTES", show_envvar=True, default=0, show_default=True, type=click.IntRange(min=0), help="Rotate the decision log to FILE.1 when it reaches this size; 0 never (SIGUSR1 reopens the file for logrotate).")
+@click.option("--otel/--no-otel", envvar="AUTHZ_OTEL", show_envvar=True, default=False, show_default=True, help="OpenTelemetry spans per decision and stage, under the caller's traceparent; configured by the OTEL_* variables. Needs pip install 'authz[otel]'.")
 def serve(**options: object) -> None:
-    """Serve decisions until SIGTERM (SIGHUP reloads the policy file)."""
+    """Serve decisions until SIGTERM (SIGHUP reloads the policy file, SIGUSR1 reopens the decision log)."""
     if options.pop("no_http"):
         options["http_listen"] = ""
+    if options.pop("no_metrics"):
+        options["metrics_listen"] = ""
     settings = Settings(**options)  # type: ignore[arg-type]
-    listener = _setup_logging(settings.log_level)
+    from authz.server.logs import setup_logging
+
+    listener = setup_logging(settings.log_level, settings.log_format)
     try:
+        if settings.otel:
+            from authz.server.tracing import require_sdk
+
+            require_sdk()  # refused here, before any worker starts
         if settings.workers > 1 and settings.worker_index < 0:
             from authz.server.workers import supervise
 
@@ -305,19 +324,6 @@ def _runner(use_uvloop: bool):  # type: ignore[no-untyped-def]
             return asyncio.run
         return uvloop.run
     return asyncio.run
-
-
-def _setup_logging(level: str) -> logging.handlers.QueueListener:
-    """Log through a queue: the event loop never waits on stderr."""
-    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    listener = logging.handlers.QueueListener(q, handler)
-    root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(q)]
-    root.setLevel(level.upper())
-    listener.start()
-    return listener
 
 
 def main() -> None:

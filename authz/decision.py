@@ -196,6 +196,8 @@ class Decision:
     #: the user agent (bounded) and which ordinary headers it carried
     user_agent: str = ""
     plain_headers: str = ""
+    #: the version of the policy that decided (``Policy.version``): a reload's switch is visible per decision
+    policy_version: str = ""
 
     @property
     def allowed(self) -> bool:
@@ -233,6 +235,7 @@ class Decision:
             "request_id": self.request_id,
             "user_agent": self.user_agent,
             "headers": self.plain_headers,
+            "policy_version": self.policy_version,
         }
         rec.update((name, value) for name, value in optional.items() if value)
         if self.score is not None:

@@ -9,6 +9,14 @@ When the writer falls behind by more than ``max_pending`` decisions, the
 oldest pending lines are dropped and counted (``dropped``) rather than letting
 memory grow: losing log lines under overload is better than losing the
 process.
+
+Rotation: ``reopen()`` (SIGUSR1, after logrotate moved the file) makes the
+writer close and open the path again before its next write; with
+``max_bytes`` the writer itself moves a file that reached the size to
+``<path>.1`` (replacing an older ``.1``) and starts a new one. Both happen in
+the writer thread, between two batches. ``serialize`` turns a decision into
+the JSON object of its line (``Decision.to_record``, or the Elastic Common
+Schema view).
 """
 
 from __future__ import annotations
@@ -16,10 +24,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections import deque
-from collections.abc import Iterable
-from typing import IO
+from collections.abc import Callable, Iterable
+from typing import IO, Any
 
 from authz.decision import Decision
 
@@ -34,9 +43,19 @@ class DecisionLog:
         ring_size: int = 10_000,
         max_pending: int = 100_000,
         flush_interval: float = 0.2,
+        serialize: Callable[[Decision], dict[str, Any]] = Decision.to_record,
+        max_bytes: int = 0,
     ) -> None:
-        """:param path: JSON lines file, ``-`` for standard output, None for no file."""
+        """:param path: JSON lines file, ``-`` for standard output, None for no file.
+        :param serialize: a decision's line, as a JSON-able dict
+        :param max_bytes: move the file to ``<path>.1`` when it reaches this size (0: never)
+        """
         self.path = path
+        self._serialize = serialize
+        self.max_bytes = max_bytes
+        self._reopen = False
+        #: files started anew (reopened or rotated)
+        self.rotations = 0
         self.ring: deque[Decision] = deque(maxlen=ring_size)
         self._by_id: dict[str, Decision] = {}
         self._pending: deque[Decision] = deque()
@@ -94,14 +113,33 @@ class DecisionLog:
             return
         batch = list(self._pending)
         self._pending.clear()
-        text = "".join(json.dumps(d.to_record(), separators=(",", ":")) + "\n" for d in batch)
+        serialize = self._serialize
+        text = "".join(json.dumps(serialize(d), separators=(",", ":")) + "\n" for d in batch)
         await asyncio.to_thread(self._write, text)
         self.written += len(batch)
 
+    def reopen(self) -> None:
+        """Close and open the file again before the next write (SIGUSR1, after logrotate moved it)."""
+        self._reopen = True
+
     def _write(self, text: str) -> None:
         assert self._file is not None
+        if self._file is not sys.stdout and self.path not in (None, "-"):
+            if self._reopen or self._file.closed:  # asked to, or the last open failed
+                self._reopen = False
+                self._start_file()
+            elif self.max_bytes and self._file.tell() >= self.max_bytes:
+                self._file.close()
+                os.replace(self.path, f"{self.path}.1")
+                self._start_file()
         self._file.write(text)
         self._file.flush()
+
+    def _start_file(self) -> None:
+        assert self.path is not None and self._file is not None
+        self._file.close()
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open until stop(); an OSError leaves it closed, tried again next batch
+        self.rotations += 1
 
     async def _run(self) -> None:
         while True:

@@ -15,6 +15,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from time import perf_counter_ns
 
 from authz.clock import Clock, SystemClock
 from authz.decision import (
@@ -39,6 +40,7 @@ from authz.stages.context import Ctx, StatefulCheck
 from authz.stages.geo import check_countries
 from authz.stages.quota import Quota
 from authz.stages.route import match_route
+from authz.stats import APPLY, AUTHENTICATE, IDENTIFY, JUDGE, PLAN, RESPOND, ROUTE, Laps, StageStats, new_laps
 from authz.store.base import Op, PartialFailure, Store
 from authz.store.memory import MemoryStore
 
@@ -95,17 +97,23 @@ class Engine:
         self.trust_request_time = False
         #: hold tarpitted answers (off when replaying or simulating: the delay is recorded, not waited)
         self.hold_tarpits = True
+        #: each stage's latency (metrics); one perf_counter_ns per stage boundary
+        self.stage_stats = StageStats()
+        #: called with every request, its decision and its stage boundaries (tracing); must not block
+        self.observer: Callable[[Request, Decision, Laps], None] | None = None
 
     async def decide(self, req: Request) -> Decision:
         """The decision on one request. Never raises: anything unexpected is ``internal.error``."""
         started = time.perf_counter_ns()
+        laps = new_laps(started)
         ctx: Ctx | None = None
         policy = self.policy  # one snapshot for the whole request, even across a reload
         try:
             ctx = Ctx(req, self._now(req, policy), self.ids.next())
-            route_name = await self._run(ctx, policy)
+            route_name = await self._run(ctx, policy, laps)
             duration_us = (time.perf_counter_ns() - started) // 1000
             decision = respond.finish(ctx, route_name, duration_us, policy.upstream_headers)
+            laps[RESPOND] = perf_counter_ns()
             # 8. record: what the outcome revealed (a refusal's evidence), off the critical path
             if ctx.outcome is not None:
                 self._record(ctx.outcome(decision.reason.code), ctx.now_ms)
@@ -115,7 +123,11 @@ class Engine:
                 "internal error deciding %s (decision %s, route %r); failing closed\n%s",
                 req, decision.id, decision.route, safe_traceback(exc),
             )  # fmt: skip
+        decision.policy_version = policy.version
         self._emit(decision)
+        self.stage_stats.observe(laps)
+        if self.observer is not None:
+            self._observe(req, decision, laps)
         if ctx is not None and ctx.delay_ms and decision.allowed and self.hold_tarpits:
             await self._tarpit(ctx.delay_ms)
         return decision
@@ -192,8 +204,16 @@ class Engine:
         except Exception as exc:
             decision = respond.failed(req, ctx)
             log.error("internal error refusing a malformed request (decision %s)\n%s", decision.id, safe_traceback(exc))
+        decision.policy_version = self.policy.version
         self._emit(decision)
         return decision
+
+    def _observe(self, req: Request, decision: Decision, laps: Laps) -> None:
+        assert self.observer is not None
+        try:
+            self.observer(req, decision, laps)
+        except Exception as exc:  # tracing must never turn a decision into an error
+            log.error("decision observer failed for %s\n%s", decision.id, safe_traceback(exc))
 
     def _emit(self, decision: Decision) -> None:
         if self.on_decision is None:
@@ -203,8 +223,10 @@ class Engine:
         except Exception as exc:  # a sink must never turn a decision into an error
             log.error("decision sink failed for %s\n%s", decision.id, safe_traceback(exc))
 
-    async def _run(self, ctx: Ctx, policy: Policy) -> str:
+    async def _run(self, ctx: Ctx, policy: Policy, laps: Laps | None = None) -> str:
         req = ctx.req
+        if laps is None:
+            laps = new_laps(perf_counter_ns())
 
         # 0. sanity: bounded sizes before any work that scales with them
         limits = policy.limits
@@ -224,6 +246,7 @@ class Engine:
 
         # 1. route: host, method, path -> the route's checks
         route = match_route(policy.routes, req)
+        laps[ROUTE] = perf_counter_ns()
         if route is None:
             ctx.identity.client_ip = req.peer_ip
             ctx.refuse(ROUTE_NO_MATCH)
@@ -239,7 +262,9 @@ class Engine:
             policy.geo.identify(ctx)
         if policy.client_ids:
             policy.client_ids.identify(ctx)
-        if route.ip and identify.check_ip_rules(ctx, route.ip):
+        allowlisted = bool(route.ip) and identify.check_ip_rules(ctx, route.ip)
+        laps[IDENTIFY] = perf_counter_ns()
+        if allowlisted:
             ctx.reason = OK_IP_ALLOWLISTED
             return route.name
         if ctx.reason is not None:
@@ -259,6 +284,7 @@ class Engine:
 
         # 3. authenticate: JWT / signatures / anonymous (pure CPU, cached)
         await authenticate(ctx, route.auth, route.anonymous)
+        laps[AUTHENTICATE] = perf_counter_ns()
         if ctx.reason is not None:
             return route.name
 
@@ -277,19 +303,23 @@ class Engine:
             quota.plan(ctx, cost)
         if rep is not None and scoring is not None:
             scoring.plan(ctx, rep)
+        laps[PLAN] = perf_counter_ns()
 
         # 5. apply: one store round trip for all of them, atomically
         if ctx.ops:
             try:
                 results = await self.store.apply(ctx.ops, ctx.now_ms)
             except StoreError as exc:
+                laps[APPLY] = perf_counter_ns()
                 self._store_failed(ctx, route.on_store_error, exc)
             else:
+                laps[APPLY] = perf_counter_ns()
                 # 6. judge: each check reads its own result; the first refusal decides
                 for check, op, result in zip(ctx.checks, ctx.ops, results, strict=True):
                     check.judge(result, op, ctx)
             for finish in ctx.finalizers:  # judgements over several results (the reputation score)
                 finish(ctx)
+            laps[JUDGE] = perf_counter_ns()
 
         # 7. respond (in decide): headers, body, signals; 8. record (in decide): the outcome's evidence
         return route.name

@@ -48,10 +48,33 @@ class Settings:
     grace: float = 5.0
     #: seconds between two looks at the files the policy names (address lists, AS number
     #: lists, GeoIP databases); a changed one is re-read, validated and swapped in
-    watch_interval: float = 2.0
+    watch_interval: float = 1.0
     log_level: str = "info"
     #: run the event loop on uvloop when it is installed
     uvloop: bool = True
+    #: TLS of the gRPC listener: certificate chain and key files (PEM), reloaded when they change;
+    #: with a client CA, callers must present a certificate it issued (mTLS)
+    grpc_tls_cert: str = ""
+    grpc_tls_key: str = ""
+    grpc_client_ca: str = ""
+    #: the same for the HTTP door
+    http_tls_cert: str = ""
+    http_tls_key: str = ""
+    http_client_ca: str = ""
+    #: host:port of the Prometheus metrics listener; "" turns it off (``authz serve``'s default: 127.0.0.1:9193)
+    metrics_listen: str = ""
+    #: set by the supervisor in each worker: where the worker leaves its metrics for the supervisor
+    metrics_dir: str = ""
+    #: reload the policy and the files it reads when they change on disk (SIGHUP reloads either way)
+    watch: bool = True
+    #: operational log lines: "text" or "json" (one JSON object per line)
+    log_format: str = "text"
+    #: decision log field names: "authz" (Decision.to_record) or "ecs" (Elastic Common Schema)
+    decision_log_format: str = "authz"
+    #: rotate the decision log to <file>.1 when it reaches this size (0: never; SIGUSR1 reopens it)
+    decision_log_max_bytes: int = 0
+    #: OpenTelemetry spans per stage (the optional extra authz[otel]; OTEL_* variables configure it)
+    otel: bool = False
 
     def validate(self) -> None:
         host, port = split_hostport(self.grpc_listen, "grpc_listen")
@@ -70,6 +93,20 @@ class Settings:
             raise ConfigError("settings", 0, "store_deadline", f"must be 1 to 10000 ms; got {self.store_deadline}")
         if not 1 <= self.workers <= 64:
             raise ConfigError("settings", 0, "workers", f"must be 1 to 64; got {self.workers}")
+        for door in ("grpc", "http"):
+            cert, key, ca = (getattr(self, f"{door}_{n}") for n in ("tls_cert", "tls_key", "client_ca"))
+            if bool(cert) != bool(key):
+                raise ConfigError("settings", 0, f"{door}_tls_cert", f"--{door}-tls-cert and --{door}-tls-key go together")
+            if ca and not cert:
+                raise ConfigError("settings", 0, f"{door}_client_ca", f"--{door}-client-ca needs --{door}-tls-cert and --{door}-tls-key")
+        if self.metrics_listen:
+            split_hostport(self.metrics_listen, "metrics_listen")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("settings", 0, "log_format", f"must be text or json; got {self.log_format!r}")
+        if self.decision_log_format not in ("authz", "ecs"):
+            raise ConfigError("settings", 0, "decision_log_format", f"must be authz or ecs; got {self.decision_log_format!r}")
+        if self.decision_log_max_bytes and self.decision_log_max_bytes < 4096:
+            raise ConfigError("settings", 0, "decision_log_max_bytes", f"must be 0 (no limit) or at least 4096; got {self.decision_log_max_bytes}")
         if self.workers > 1 and self.store.startswith("memory:"):
             raise ConfigError(
                 "settings", 0, "workers",

@@ -223,7 +223,7 @@ def authz_cmd(
     policy: Path = BENCH_POLICY, store: str = "memory://", workers: int = 1,
 ) -> list[str]:  # fmt: skip
     """authz on a bench policy; its HTTP door on ``http_port``, or off (it would take a default port)."""
-    cmd = [PY, "-m", "authz", "serve", "--config", str(policy), "--grpc-listen", f"127.0.0.1:{grpc_port}", "--log-level", "warning", "--drain", "0"]
+    cmd = [PY, "-m", "authz", "serve", "--config", str(policy), "--grpc-listen", f"127.0.0.1:{grpc_port}", "--log-level", "warning", "--drain", "0", "--no-metrics"]
     if run.http_door:
         cmd += ["--http-listen", f"127.0.0.1:{http_port}" if http_port else ""]
     if store != "memory://":

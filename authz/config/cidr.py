@@ -35,9 +35,8 @@ class _Blocks:
 class CidrSet:
     """A set of CIDR blocks, each with a label, for IPv4 and IPv6.
 
-    A list read from a file is reloaded when the file changes
-    (``authz.config.watch``): ``replace`` swaps the whole table in one
-    assignment, so a lookup sees the old list or the new one, never a mix.
+    A list read from a file is read again with the whole policy when the file
+    changes (server/reload.py): a request sees the old policy or the new one.
     """
 
     __slots__ = ("name", "_blocks")
@@ -65,10 +64,6 @@ class CidrSet:
             table.append((net.prefixlen, mask, {int(net.network_address): label}))
             table.sort(key=lambda t: -t[0])
         blocks.size += 1
-
-    def replace(self, other: CidrSet) -> None:
-        """Take the blocks of ``other`` (a freshly loaded version of this list) in one assignment."""
-        self._blocks = other._blocks
 
     def match(self, ip: str) -> str | None:
         """The label of the most specific block containing ``ip``, or None.

@@ -21,14 +21,20 @@ class CompileContext(Generic[RingT]):
     :param base_dir: relative paths in the policy are relative to this directory
     :param keyring: verification keys and HMAC secrets (the policy's ``keys_file``)
     :param shared: objects a section compiler keeps across its configurations
+    :param reads: every file path the policy named (``path``), in order: the policy's version
+        covers their content, and the server watches them for changes
     """
 
     file: str
     base_dir: str
     keyring: RingT
     shared: dict[str, Any] = field(default_factory=dict)
+    reads: list[str] = field(default_factory=list)
 
     def path(self, node: Node) -> str:
-        """A file path from the policy, relative to the policy file's directory."""
+        """A file path from the policy, relative to the policy file's directory (recorded in ``reads``)."""
         value = node.str()
-        return value if os.path.isabs(value) else os.path.join(self.base_dir, value)
+        path = value if os.path.isabs(value) else os.path.join(self.base_dir, value)
+        if path not in self.reads:
+            self.reads.append(path)
+        return path

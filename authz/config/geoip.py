@@ -236,9 +236,6 @@ class AsnList:
         """The label of ``asn``, or None when it is not listed."""
         return self._labels.get(asn) if asn else None
 
-    def replace(self, other: AsnList) -> None:
-        self._labels = other._labels
-
     def __len__(self) -> int:
         return len(self._labels)
 

@@ -38,13 +38,11 @@ import dataclasses
 import hashlib
 import os
 import re
-from typing import Any
 
 from authz.config import source
 from authz.config.cidr import CidrSet, load_list_file, parse_entry
 from authz.config.context import CompileContext
 from authz.config.source import Node
-from authz.config.watch import FileWatch, signature
 from authz.errors import ConfigError
 from authz.keys import EMPTY_KEYRING, KeyRing, load_keys
 from authz.paths import ALLOWABLE, BY_NAME, NEVER_ALLOWED, NO_PROBLEM, PathProblem, canonicalize, fold_case, names
@@ -72,8 +70,26 @@ def load_policy(path: str, text: str | None = None) -> Policy:
     if text is None:
         text = source.read_text(path)
     root = source.load(path, text)
-    policy = compile_policy(root, CompileContext(file=path, base_dir=os.path.dirname(os.path.abspath(path)), keyring=EMPTY_KEYRING))
-    return dataclasses.replace(policy, version=hashlib.sha256(text.encode()).hexdigest()[:12])
+    cc: CompileContext[KeyRing] = CompileContext(file=path, base_dir=os.path.dirname(os.path.abspath(path)), keyring=EMPTY_KEYRING)
+    policy = compile_policy(root, cc)
+    return dataclasses.replace(policy, version=version_of(text, cc.reads), files=(path, *cc.reads))
+
+
+def version_of(text: str, reads: list[str]) -> str:
+    """12 hex digits of SHA-256 over the policy text and every file it read (name and content).
+
+    A change to a keys file, an address list or a JWKS file is a new version,
+    as much as a change to the policy file itself.
+    """
+    digest = hashlib.sha256(text.encode())
+    for path in reads:
+        digest.update(b"\0" + os.fsencode(path) + b"\0")
+        try:
+            with open(path, "rb") as f:
+                digest.update(hashlib.sha256(f.read()).digest())
+        except OSError as exc:  # read a moment ago; gone since: the version says so
+            digest.update(f"unreadable:{exc.errno}".encode())
+    return digest.hexdigest()[:12]
 
 
 def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
@@ -93,9 +109,8 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
         node = root.get("keys_file")
         cc.keyring = load_keys(_readable(node, cc))
 
-    watches: list[FileWatch[Any]] = []
     list_signals: list[ListSignal] = []
-    lists = _ip_lists(root.get("ip_lists", {}), cc, watches, list_signals)
+    lists = _ip_lists(root.get("ip_lists", {}), cc, list_signals)
     cc.shared["ip_lists"] = lists  # for methods that recognize clients by address (listed_bot)
     trusted = _trusted(root.get("trusted_proxies", []))
     limits = _limits(root.get("limits", {}))
@@ -103,7 +118,6 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     path_allow = _paths(root.get("paths", {}))
     global_ip = _ip_rules(root.get("ip", {}), lists)
     geo = compile_geo(root.get("geo", None), cc)
-    watches.extend(geo.watches)
     client_ids = compile_identify(root.get("identify", None))
     evidence = compile_evidence(
         root.get("evidence", None),
@@ -174,7 +188,6 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
         geo=geo.geo,
         client_ids=client_ids,
         evidence=evidence,
-        watches=tuple(watches),
     )
 
 
@@ -207,9 +220,7 @@ def _name(name: str, node: Node) -> str:
     return name
 
 
-def _ip_lists(
-    node: Node, cc: CompileContext[KeyRing], watches: list[FileWatch[Any]], signals: list[ListSignal]
-) -> dict[str, CidrSet]:
+def _ip_lists(node: Node, cc: CompileContext[KeyRing], signals: list[ListSignal]) -> dict[str, CidrSet]:
     out: dict[str, CidrSet] = {}
     for name, lnode in node.entries():
         _name(name, lnode)
@@ -217,7 +228,6 @@ def _ip_lists(
         if not (lnode.has("file") or lnode.has("cidrs")):
             lnode.error("an address list needs 'file' or 'cidrs'")
         cset = CidrSet(name)
-        inline: list[tuple[str, str]] = []
         if lnode.has("cidrs"):
             for item in lnode.get("cidrs").items():
                 entry = parse_entry(item.str())
@@ -227,29 +237,13 @@ def _ip_lists(
                     cset.add(entry[0], entry[1] or name)
                 except ValueError:
                     item.error(f"not an IP address or CIDR block: {entry[0]!r}")
-                inline.append((entry[0], entry[1] or name))
         if lnode.has("file"):
-            path = _readable(lnode.get("file"), cc)
-            seen = signature((path,))  # before reading: a change while it is read is read again
-            load_list_file(name, path, into=cset)
-            watches.append(FileWatch(f"address list {name!r} ({path})", (path,), _list_loader(name, path, inline), cset.replace, seen))
+            load_list_file(name, _readable(lnode.get("file"), cc), into=cset)
         ls = list_signal(lnode, cset)
         if ls is not None:
             signals.append(ls)
         out[name] = cset
     return out
-
-
-def _list_loader(name: str, path: str, inline: list[tuple[str, str]]) -> Any:
-    """Reads a list again: its inline entries, then its file (as at load)."""
-
-    def load() -> CidrSet:
-        fresh = CidrSet(name)
-        for cidr, label in inline:
-            fresh.add(cidr, label)
-        return load_list_file(name, path, into=fresh)
-
-    return load
 
 
 def _trusted(node: Node) -> CidrSet | None:

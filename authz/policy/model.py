@@ -9,10 +9,8 @@ the policy only bundles them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from authz.config.cidr import CidrSet
-from authz.config.watch import FileWatch
 from authz.keys import EMPTY_KEYRING, KeyRing
 from authz.paths import NO_PROBLEM, PathProblem
 from authz.stages.authenticate import Authenticator
@@ -72,5 +70,5 @@ class Policy:
     client_ids: ClientIds = ClientIds()
     #: what the identify step gathers as evidence (``evidence``, lists, hosting ASNs)
     evidence: Evidence = Evidence()
-    #: the files this policy was read from besides itself, re-read when they change (authz.config.watch)
-    watches: tuple[FileWatch[Any], ...] = ()
+    #: the policy file and every file it read (keys, address lists, JWKS...): what a reload watches
+    files: tuple[str, ...] = ()

@@ -10,13 +10,10 @@ SIGTERM/SIGINT:
 2. the listener closes and in-flight checks get ``grace`` seconds to finish;
 3. the decision log is flushed, the store closed, and the process exits 0.
 
-SIGHUP reloads the policy file. A file that does not validate is refused with
-its error logged (file, line, field) and the running policy stays in force.
-The files the policy names besides itself (address lists, the hosting AS
-number list, GeoIP databases) are watched without a signal: every
-``--watch-interval`` seconds a background task looks at them in a worker thread, and
-a changed file is read, validated and swapped in whole, or refused with its
-error logged while the running version stays (authz.config.watch).
+SIGHUP, or a change to the policy or a file it reads, reloads the policy
+(server/reload.py). A file that does not validate is refused with its error
+logged (file, line, field) and the running policy stays in force. SIGUSR1
+reopens the decision log (log rotation).
 """
 
 from __future__ import annotations
@@ -34,20 +31,25 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from authz.adapters.http import HttpDoor, Modes
 from authz.admin.v1 import admin_pb2, admin_pb2_grpc
 from authz.clock import Clock, SystemClock
-from authz.config.watch import poll_all
+from authz.decision import Decision
 from authz.decisionlog import DecisionLog
 from authz.errors import ConfigError
 from authz.pipeline import Engine
 from authz.policy.compile import load_policy
 from authz.policy.model import Policy
+from authz.server import tls
 from authz.server.access_log import SERVICE_NAME as ACCESS_LOG
 from authz.server.access_log import AccessLogService
 from authz.server.admin import DecisionsService
+from authz.server.ecs import to_ecs
 from authz.server.ext_authz import SERVICE_NAME as EXT_AUTHZ
 from authz.server.ext_authz import AuthorizationService
 from authz.server.guard import add_guarded
 from authz.server.health import HealthServicer
 from authz.server.http import HttpServer
+from authz.server.metrics import DecisionMetrics, MetricsServer, write_snapshots
+from authz.server.reload import Reloader
+from authz.server.tracing import Tracer, provider_from_env
 from authz.settings import Settings
 from authz.store import store_from_url
 
@@ -76,9 +78,20 @@ class App:
         log_path = settings.decision_log or None
         if log_path not in (None, "-") and settings.worker_index >= 0:
             log_path = f"{log_path}.worker-{settings.worker_index}"  # one writer per file
-        self.decisions = DecisionLog(log_path, ring_size=settings.decision_ring)
-        self.engine = Engine(self.policy, self.store, clock=self.clock, on_decision=self.decisions.record)
+        self.decisions = DecisionLog(
+            log_path, ring_size=settings.decision_ring, max_bytes=settings.decision_log_max_bytes,
+            serialize=to_ecs if settings.decision_log_format == "ecs" else Decision.to_record,
+        )  # fmt: skip
+        self._route_names = frozenset(r.name for r in self.policy.routes)
+        #: per-decision counters for /metrics (server/metrics.py); everything else is read when scraped
+        self.metrics = DecisionMetrics(lambda: self._route_names)
+        self.engine = Engine(self.policy, self.store, clock=self.clock, on_decision=self._on_decision)
         self.health = HealthServicer()
+        #: OpenTelemetry (--otel): spans from each decision's stage times (server/tracing.py)
+        self.tracer: Tracer | None = None
+        if settings.otel:
+            self.tracer = Tracer(provider_from_env())
+            self.engine.observer = self.tracer
         #: Envoy's access log stream: the backend's answers as evidence (server/access_log.py)
         self.access_log = AccessLogService(self.engine)
         self.server: grpc.aio.Server | None = None
@@ -90,7 +103,11 @@ class App:
         self._stopping = False
         self._drain_cut = asyncio.Event()
         self._probe: asyncio.Task[None] | None = None
+        #: the one place that decides to replace the policy (SIGHUP, files changed): server/reload.py
+        self.reloader = Reloader(settings.config, lambda: self.engine.policy, self._adopt, interval=settings.watch_interval)
         self._watch: asyncio.Task[None] | None = None
+        self.metrics_server: MetricsServer | None = None
+        self._snapshots: asyncio.Task[None] | None = None
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -98,12 +115,22 @@ class App:
 
     def components(self) -> dict[str, Any]:
         """Each component's health, for /healthz (never waits on a backend)."""
-        return {"store": self.store.health().to_dict()}
+        return {"store": self.store.health().to_dict(), "policy": self.policy_health()}
+
+    def policy_health(self) -> dict[str, Any]:
+        """The running policy's version and the last reload's outcome (health details, admin)."""
+        policy, last = self.engine.policy, self.reloader.last
+        out: dict[str, Any] = {"status": "serving", "version": policy.version, "file": policy.file, "routes": len(policy.routes)}
+        out["loaded_at"] = round(self.reloader.loaded_at, 3)
+        if last is not None and last.result == "refused":
+            out["last_reload"] = {"result": "refused", "error": last.error}
+        return out
 
     async def _watch_store(self) -> None:
         """Probe the store every second: its health is a component of its own (STORE_SERVICE)."""
         last: bool | None = None
         while True:
+            tls.refresh_all()  # certificate files: logs and metrics current even without new connections
             await self.store.probe()
             serving = self.store.health().serving
             if serving != last:
@@ -113,25 +140,6 @@ class App:
                     (log.info if serving else log.warning)("store %s: %s", "back" if serving else "unavailable", h.detail or h.kind)
                 last = serving
             await asyncio.sleep(PROBE_INTERVAL_S)
-
-    async def _watch_files(self) -> None:
-        """Re-read the policy's list and database files when they change (off the event loop)."""
-        interval = self.settings.watch_interval
-        while True:
-            await asyncio.sleep(interval)
-            watches = self.engine.policy.watches  # the policy in force now, even after a SIGHUP
-            if not watches:
-                continue
-            try:
-                results = await asyncio.to_thread(poll_all, watches)
-            except Exception as exc:  # a loader bug must not end the watching, nor the process
-                log.error("watching the policy's files failed; trying again in %.1fs: %s", interval, type(exc).__name__)
-                continue
-            for result in results:
-                if result.error is not None:
-                    log.error("%s changed but is refused, the running version stays in force: %s", result.what, result.error)
-                else:
-                    log.info("%s reloaded", result.what)
 
     async def start(self) -> None:
         server = grpc.aio.server(
@@ -156,7 +164,13 @@ class App:
             reflection.aio.ReflectionServicer((*self.service_names, reflection.SERVICE_NAME)),
         )
         try:
-            self.grpc_port = server.add_insecure_port(self._grpc_address())
+            if self.settings.grpc_tls_cert:
+                creds = tls.server_credentials(
+                    self.settings.grpc_tls_cert, self.settings.grpc_tls_key, self.settings.grpc_client_ca or None, name="grpc"
+                )
+                self.grpc_port = server.add_secure_port(self._grpc_address(), creds)
+            else:
+                self.grpc_port = server.add_insecure_port(self._grpc_address())
         except RuntimeError:  # grpc raises when the address cannot be bound
             self.grpc_port = 0
         if self.grpc_port == 0:
@@ -165,6 +179,13 @@ class App:
             )
         if self.settings.http_listen:
             await self._start_http()  # before gRPC serves: a taken port must fail the start cleanly
+        if self.settings.metrics_dir:  # a worker: the supervisor serves the metrics
+            self._snapshots = asyncio.create_task(
+                write_snapshots(self, self.settings.metrics_dir, max(self.settings.worker_index, 0)), name="metrics-snapshots"
+            )
+        elif self.settings.metrics_listen:
+            self.metrics_server = MetricsServer(self, self.settings.metrics_listen)
+            await self.metrics_server.start()
         await self.decisions.start()
         await self.store.start()  # connects in the background; never waits for the backend
         await server.start()
@@ -172,11 +193,15 @@ class App:
         await self._set_health(SERVING)
         await self.health.set(STORE_SERVICE, SERVING if self.store.health().serving else NOT_SERVING)
         self._probe = asyncio.create_task(self._watch_store(), name="store-probe")
-        self._watch = asyncio.create_task(self._watch_files(), name="file-watch")
+        if self.settings.watch:
+            self._watch = asyncio.create_task(self.reloader.watch(), name="policy-watch")
         worker = f"worker {self.settings.worker_index}: " if self.settings.worker_index >= 0 else ""
+        st = self.settings
+        scheme = ("gRPC over mTLS" if st.grpc_client_ca else "gRPC over TLS") if st.grpc_tls_cert else "gRPC"
         log.info(
-            "%sauthz serving gRPC on %s (policy %s, %d routes, store %s)",
+            "%sauthz serving %s on %s (policy %s, %d routes, store %s)",
             worker,
+            scheme,
             self._listen_addr(),
             self.policy.file,
             len(self.policy.routes),
@@ -185,9 +210,9 @@ class App:
 
     async def _start_http(self) -> None:
         door = HttpDoor(self.engine, self.modes, serving=lambda: self._serving, components=self.components)
-        self.http = HttpServer(
-            door, self.settings.http_listen, header_timeout=self.settings.http_header_timeout, grace=self.settings.grace
-        )
+        st = self.settings
+        context = tls.ssl_context(st.http_tls_cert, st.http_tls_key, st.http_client_ca or None, name="http") if st.http_tls_cert else None
+        self.http = HttpServer(door, st.http_listen, header_timeout=st.http_header_timeout, grace=st.grace, ssl_context=context)
         await self.http.start(reuse_port=self.settings.worker_index >= 0)
         self.http_port = self.http.port
 
@@ -208,15 +233,16 @@ class App:
             await self.health.set(name, status)
 
     def reload(self) -> bool:
-        """Load the policy file again; keep the running policy if it does not validate."""
-        try:
-            policy = load_policy(self.settings.config)
-        except ConfigError as exc:
-            log.error("policy reload refused, the running policy stays in force: %s", exc)
-            return False
-        self.policy = self.engine.policy = policy
-        log.info("policy reloaded from %s (version %s, %d routes)", policy.file, policy.version, len(policy.routes))
-        return True
+        """Load the policy file again now; keep the running policy if it does not validate."""
+        return self.reloader.reload("reload").result != "refused"
+
+    def _adopt(self, policy: Policy) -> None:
+        self._route_names = frozenset(r.name for r in policy.routes)
+        self.policy = self.engine.policy = policy  # one assignment: checks in flight keep the one they read
+
+    def _on_decision(self, decision: Decision) -> None:
+        self.decisions.record(decision)
+        self.metrics.record(decision)
 
     async def stop(self) -> None:
         """Drain, close the listeners, let in-flight checks finish. A second call ends the drain."""
@@ -240,12 +266,18 @@ class App:
         if self.http is not None:
             stopping.append(self.http.stop())
         await asyncio.gather(*stopping)
-        if self._probe is not None:
-            self._probe.cancel()
-        if self._watch is not None:
-            self._watch.cancel()
+        if self._snapshots is not None:
+            self._snapshots.cancel()  # writes the final numbers as it ends
+            await asyncio.gather(self._snapshots, return_exceptions=True)
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+        for task in (self._probe, self._watch):
+            if task is not None:
+                task.cancel()
         await self.decisions.stop()
         await self.store.close()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)
         log.info("authz stopped")
         self.stopped.set()
 
@@ -256,5 +288,6 @@ async def serve(settings: Settings) -> None:
     await app.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(app.stop()))
-    loop.add_signal_handler(signal.SIGHUP, app.reload)
+    loop.add_signal_handler(signal.SIGHUP, lambda: app.reloader.request("SIGHUP"))
+    loop.add_signal_handler(signal.SIGUSR1, app.decisions.reopen)
     await app.stopped.wait()

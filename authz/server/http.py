@@ -26,6 +26,7 @@ import asyncio
 import logging
 import math
 import socket
+import ssl
 from typing import Any
 
 import httptools
@@ -177,9 +178,13 @@ class BoundedHttpTools(HttpToolsProtocol):
 class HttpServer:
     """The HTTP door's listener, started and stopped by the App."""
 
-    def __init__(self, door: HttpDoor, listen: str, *, header_timeout: float, grace: float) -> None:
+    def __init__(
+        self, door: HttpDoor, listen: str, *, header_timeout: float, grace: float, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.door = door
         self.listen = listen
+        #: TLS (authz.server.tls: the certificate follows its files); None serves plain HTTP
+        self.ssl_context = ssl_context
         protocol = type("AuthzHttpProtocol", (BoundedHttpTools,), {"door": door, "header_timeout": header_timeout})
         self.config = uvicorn.Config(
             door,
@@ -207,10 +212,12 @@ class HttpServer:
         self.sock = _bind(host, port, reuse_port)
         self.port = self.sock.getsockname()[1]
         self.config.load()
+        self.config.ssl = self.ssl_context
         self.server.lifespan = self.config.lifespan_class(self.config)  # "off": a no-op
         await self.server.startup(sockets=[self.sock])
         shown = f"[{host}]" if ":" in host else host
-        log.info("authz serving HTTP on %s:%d (%s)", shown, self.port, self.door.modes.describe())
+        scheme = "HTTPS" + (" with client certificates" if self.ssl_context.verify_mode == ssl.CERT_REQUIRED else "") if self.ssl_context else "HTTP"
+        log.info("authz serving %s on %s:%d (%s)", scheme, shown, self.port, self.door.modes.describe())
 
     async def stop(self) -> None:
         if self.server.started:
@@ -218,7 +225,7 @@ class HttpServer:
             self.server.started = False
 
 
-def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool = False, field: str = "http_listen") -> socket.socket:
     """Bind the listening socket here, so that a taken port is a ConfigError, not uvicorn's exit."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -236,5 +243,5 @@ def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
             sock.close()
             raise
     except OSError as exc:
-        raise ConfigError("settings", 0, "http_listen", f"cannot listen on {host}:{port}: {exc}") from None
+        raise ConfigError("settings", 0, field, f"cannot listen on {host}:{port}: {exc}") from None
     return sock

@@ -21,18 +21,28 @@ How calls reach the workers:
 
 Workers need a shared store (Redis): with the memory store each would keep
 its own nonces and buckets (``Settings.validate`` refuses it).
+
+Metrics: the supervisor alone listens on ``--metrics-listen``; each worker
+leaves its numbers in a temporary directory the supervisor made (and
+removes), and one scrape answers with all of them summed
+(``authz.server.metrics``). SIGUSR1 (reopen the decision log) is forwarded
+too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import fields
 from types import FrameType
+from typing import Any
 
 from authz.settings import Settings
 
@@ -59,6 +69,30 @@ def worker_args(settings: Settings, index: int) -> list[str]:
 
 def supervise(settings: Settings) -> int:
     """Run ``settings.workers`` workers until SIGTERM; returns the exit status."""
+    from authz.server.metrics import Aggregator, serve_aggregate
+
+    aggregator: Aggregator | None = None
+    metrics_server = None
+    if settings.metrics_listen:
+        metrics_dir = tempfile.mkdtemp(prefix="authz-metrics-")
+        aggregator = Aggregator(metrics_dir)
+        try:
+            metrics_server = serve_aggregate(aggregator, settings.metrics_listen)
+        except BaseException:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            raise
+        settings = dataclasses.replace(settings, metrics_dir=metrics_dir)
+    try:
+        return _supervise(settings, aggregator)
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
+        if aggregator is not None:
+            shutil.rmtree(aggregator.dir, ignore_errors=True)
+
+
+def _supervise(settings: Settings, aggregator: Any) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_")}  # the command line says it all
     procs: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
@@ -75,7 +109,7 @@ def supervise(settings: Settings) -> int:
             if proc.poll() is None:
                 proc.send_signal(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, forward)
     for index in range(settings.workers):
         start(index)
@@ -97,6 +131,8 @@ def supervise(settings: Settings) -> int:
                 alive += 1
                 continue
             log.error("worker %d exited with %s; starting it again", index, code)
+            if aggregator is not None:
+                aggregator.worker_exited(index)  # its counts stay in the totals
             last_start[index] = time.monotonic()
             start(index)
             alive += 1

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 from authz.config.geoip import AsnList, GeoDatabase, Kind, load_asn_file, open_database
 from authz.config.source import Node
-from authz.config.watch import FileWatch, Signature, signature
 from authz.decision import Outcome, reason
 from authz.errors import ConfigError
 
@@ -83,14 +82,6 @@ class Geo:
             )
 
         return lru_cache(maxsize=self.cache_size)(lookup) if self.cache_size else lookup
-
-    def install(self, kind: Kind, db: GeoDatabase) -> None:
-        """Put a reloaded database in force (from the watcher's thread)."""
-        if kind == "country":
-            self.country_db = db
-        else:
-            self.asn_db = db
-        self._lookup = self._new_lookup()
 
     def lookup(self, ip: str) -> tuple[str, int]:
         """(country code or "", AS number or 0) of a canonical address."""
@@ -142,7 +133,6 @@ class GeoSection:
     #: the hosting-provider AS numbers and the strength of their evidence
     hosting: AsnList | None = None
     hosting_strength: float = 1.0
-    watches: tuple[FileWatch[Any], ...] = ()
 
 
 def _file(node: Node, cc: CompileContext[Any]) -> str:
@@ -152,12 +142,11 @@ def _file(node: Node, cc: CompileContext[Any]) -> str:
     return path
 
 
-def _database(node: Node, cc: CompileContext[Any], kind: Kind) -> tuple[str, GeoDatabase, Signature]:
+def _database(node: Node, cc: CompileContext[Any], kind: Kind) -> GeoDatabase:
     """The database a field names, opened and checked; refused at the field."""
     path = _file(node, cc)
-    seen = signature((path,))  # before reading: a change while it is read is read again
     try:
-        return path, open_database(path, kind), seen
+        return open_database(path, kind)
     except ConfigError as exc:
         node.error(f"{node.value!r}: {exc.message}")
 
@@ -167,7 +156,7 @@ def compile_geo(node: Node, cc: CompileContext[Any]) -> GeoSection:
     if node.value is None:
         return GeoSection()
     node.keys(allowed={"country_database", "asn_database", "cache_size", "countries", "hosting_asns"})
-    dbs: dict[Kind, tuple[str, GeoDatabase, Signature]] = {}
+    dbs: dict[Kind, GeoDatabase] = {}
     if node.has("country_database"):
         dbs["country"] = _database(node.get("country_database"), cc, "country")
     if node.has("asn_database"):
@@ -175,19 +164,8 @@ def compile_geo(node: Node, cc: CompileContext[Any]) -> GeoSection:
     if not dbs:
         node.error("give country_database, asn_database or both")
     cache_size = node.get("cache_size", DEFAULT_CACHE_SIZE).int(min=0, max=1 << 22)
-    geo = Geo(dbs["country"][1] if "country" in dbs else None, dbs["asn"][1] if "asn" in dbs else None, cache_size)
-    watches: list[FileWatch[Any]] = []
-    for kind, (path, _db, seen) in dbs.items():
-
-        def load(path: str = path, kind: Kind = kind) -> GeoDatabase:
-            return open_database(path, kind)
-
-        def install(new: GeoDatabase, kind: Kind = kind) -> None:
-            geo.install(kind, new)
-
-        watches.append(FileWatch(f"{kind} database {path}", (path,), load, install, seen))
-
-    section = GeoSection(geo=geo, watches=())
+    geo = Geo(dbs.get("country"), dbs.get("asn"), cache_size)
+    section = GeoSection(geo=geo)
     if node.has("countries"):
         section.countries = compile_countries(node.get("countries"), geo)
     if node.has("hosting_asns"):
@@ -195,15 +173,8 @@ def compile_geo(node: Node, cc: CompileContext[Any]) -> GeoSection:
         hnode.keys(allowed={"file", "strength"}, required={"file"})
         if geo.asn_db is None:
             hnode.error("hosting_asns needs geo.asn_database (the AS number of each client comes from it)")
-        path = _file(hnode.get("file"), cc)
-        seen = signature((path,))
-        hosting = load_asn_file("hosting", path)
-        section.hosting = hosting
+        section.hosting = load_asn_file("hosting", _file(hnode.get("file"), cc))
         section.hosting_strength = hnode.get("strength", 1.0).number(min=0.0, max=1.0)
-        watches.append(
-            FileWatch(f"hosting AS number list {path}", (path,), lambda: load_asn_file("hosting", path), hosting.replace, seen)
-        )
-    section.watches = tuple(watches)
     return section
 
 

@@ -38,9 +38,11 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from time import perf_counter_ns
 from typing import Any, TypeAlias
 
 from authz.errors import StoreError
+from authz.stats import Histogram
 from authz.store.breaker import Breaker
 
 # -- results -----------------------------------------------------------------
@@ -267,6 +269,10 @@ class Store(ABC):
         self.last_error = ""
         #: what the last background probe found (None before the first one)
         self.reachable: bool | None = None
+        #: each answered batch's round trip (metrics); failures by kind (an error type,
+        #: "timeout", "circuit_open": names from this code, never from a backend's message)
+        self.latency = Histogram()
+        self.errors: dict[str, int] = {}
 
     async def apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
         """Apply every operation atomically, in order, in one round trip.
@@ -279,7 +285,9 @@ class Store(ABC):
         """
         breaker = self.breaker
         if not breaker.allow():
+            self.errors["circuit_open"] = self.errors.get("circuit_open", 0) + 1
             raise StoreError(f"{self.kind} store unavailable (circuit open: {self.last_error or 'failures'})")
+        started = perf_counter_ns()
         try:
             if self.remote:
                 async with asyncio.timeout(self.deadline_s):
@@ -290,7 +298,7 @@ class Store(ABC):
             self._failed(exc)
             raise
         except TimeoutError as exc:
-            self._failed(exc)
+            self._failed(exc, "timeout")
             raise StoreError(f"{self.kind} store did not answer within {self.deadline_s * 1000:g} ms") from exc
         except asyncio.CancelledError:
             breaker.abandon()
@@ -299,10 +307,12 @@ class Store(ABC):
             self._failed(exc)
             raise StoreError(f"{self.kind} store failed: {type(exc).__name__}") from exc
         breaker.success()
+        self.latency.observe(perf_counter_ns() - started)
         return results
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException, kind: str = "") -> None:
         self.last_error = type(exc.__cause__ or exc).__name__
+        self.errors[kind or self.last_error] = self.errors.get(kind or self.last_error, 0) + 1
         self.breaker.failure()
 
     @abstractmethod

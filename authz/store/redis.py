@@ -118,11 +118,12 @@ def parse_url(url: str) -> tuple[Target, dict[str, Any]]:
         options["password"] = unquote(parts.password)
     tls = scheme.startswith("rediss")
     query = dict(parse_qsl(parts.query))
-    for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"):
+    for key in TLS_PARAMETERS:
         if key in query:
             options[key] = query.pop(key)
     if query:
         raise ConfigError("--store", 0, "store", f"unknown store URL parameters: {', '.join(sorted(query))}")
+    _check_tls(scheme, options)
     if tls:
         options["ssl"] = True
     if scheme == "unix":
@@ -143,6 +144,34 @@ def parse_url(url: str) -> tuple[Target, dict[str, Any]]:
     if len(hosts) != 1:
         raise ConfigError("--store", 0, "store", "redis:// names one host (use redis+sentinel:// or redis+cluster:// for several)")
     return Target(scheme, hosts, db=_db(parts.path.strip("/") or "0")), options
+
+
+#: the TLS parameters of a rediss:// URL: the CA that issued the server's certificate, and
+#: authz's client certificate and key when Redis requires one (tls-auth-clients yes)
+TLS_PARAMETERS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+
+
+def _check_tls(scheme: str, options: dict[str, Any]) -> None:
+    """TLS parameters only with TLS, a certificate with its key, and the server always verified.
+
+    Messages name the parameter, never a path (the key's path is nobody's business in a log).
+    """
+    given = [k for k in TLS_PARAMETERS if k in options]
+    if given and not scheme.startswith("rediss"):
+        raise ConfigError("--store", 0, "store", f"{given[0]} needs TLS: use rediss:// (or rediss+sentinel://, rediss+cluster://)")
+    if ("ssl_certfile" in options) != ("ssl_keyfile" in options):
+        raise ConfigError("--store", 0, "store", "ssl_certfile and ssl_keyfile go together (the client certificate and its key)")
+    reqs = options.get("ssl_cert_reqs")
+    if reqs is not None and reqs != "required":
+        raise ConfigError(
+            "--store", 0, "store",
+            f"ssl_cert_reqs={reqs} would accept any server: authz always verifies Redis's certificate"
+            " (give the CA that issued it as ssl_ca_certs)",
+        )  # fmt: skip
+    for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        value = options.get(key)
+        if value is not None and not value:
+            raise ConfigError("--store", 0, "store", f"{key} is empty")
 
 
 def _hosts(parts: SplitResult) -> tuple[tuple[str, int], ...]:
@@ -191,6 +220,7 @@ class RedisStore(Store):
         #: the engine's clock: a new epoch begins at its "now", as claims are dated by it
         self.clock: Clock = clock or SystemClock()
         self.target, options = parse_url(url)
+        self._tls_files = {k: str(v) for k, v in options.items() if k in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")}
         self.cluster = self.target.scheme.endswith("+cluster")
         self.kind = "redis-cluster" if self.cluster else "redis-sentinel" if self.target.scheme.endswith("+sentinel") else "redis"
         self._sentinels: list[Any] = []
@@ -293,6 +323,10 @@ class RedisStore(Store):
         again every second, and requests meanwhile follow their routes'
         on_store_error.
         """
+        for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            path = self._tls_files.get(key)
+            if path is not None and not os.access(path, os.R_OK):
+                raise ConfigError("--store", 0, "store", f"cannot read the file of {key}")
         self._warmer = asyncio.get_running_loop().create_task(self._warm(), name="redis-warm")
         try:
             await asyncio.wait_for(asyncio.shield(self._warmer), wait_s)

@@ -2,7 +2,7 @@
 
 The databases are written with mmdb-writer and read by the server with
 maxminddb; list files and databases are changed while the server runs, and
-the server's background watcher (every ``--watch-interval``, 0.2 s here) must pick up a
+the server's reloader (every ``--watch-interval``, 0.2 s here) must pick up a
 good version, refuse a bad one with its file:line in the log, and keep the
 running version.
 """
@@ -135,12 +135,12 @@ def test_a_list_file_changed_under_the_server(server: Server) -> None:
     replace_file(lst, "# moved\n198.51.100.192/26 second\n")
     eventually(lambda: server.grpc("/v1/x", "198.51.100.200"), (403, "ip.denied"))
     assert server.http("/v1/x", "192.0.2.1") == (200, "ok")
-    server.proc.wait_for_log(f"address list 'blocked' ({lst}) reloaded", timeout=5)
+    server.proc.wait_for_log("policy reloaded (file changed)", timeout=5)
 
     # a broken version: refused with its file and line, the running list stays in force
     replace_file(lst, "198.51.100.192/26 second\n192.0.2.0/26 back\n192.0.2.300 typo\n")
     line = server.proc.wait_for_log(f"{lst}:3: cidr: not an IP address or CIDR block: '192.0.2.300'", timeout=RELOAD_WITHIN_S)
-    assert "refused, the running version stays in force" in line
+    assert "policy reload (file changed) refused" in line and "stays in force" in line
     assert server.http("/v1/x", "192.0.2.1") == (200, "ok")  # nothing of the bad version
     assert server.grpc("/v1/x", "198.51.100.200") == (403, "ip.denied")
 
@@ -161,7 +161,8 @@ def test_a_database_replaced_under_the_server(server: Server) -> None:
     tmp = db.with_suffix(".part")
     tmp.write_bytes(good[: len(good) // 2])
     os.replace(tmp, db)
-    server.proc.wait_for_log(f"{db}: not a MaxMind database", timeout=RELOAD_WITHIN_S)
+    line = server.proc.wait_for_log("'country.mmdb': not a MaxMind database", timeout=RELOAD_WITHIN_S)
+    assert "policy reload (file changed) refused" in line
     assert server.http("/v1/x", "198.51.100.7") == (403, "geo.country_denied")
     assert server.grpc("/v1/x", "203.0.113.9") == (200, "ok")
     assert server.proc.alive

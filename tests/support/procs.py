@@ -255,14 +255,17 @@ def start_authz(
     port: int | None = None,
     timeout: float = 20.0,
     drain: float | None = 0.0,
+    credentials: Any = None,
 ) -> tuple[Proc, int]:
     """Run ``authz serve`` on a free loopback port and wait for gRPC health SERVING.
 
     ``port`` reuses a given port (to restart authz where Envoy expects it).
     The HTTP door gets a free port too (``proc.ports["http"]``) unless
-    ``extra_args`` say ``--http-listen`` or ``--no-http``; ``proc.ports["grpc"]``
+    ``extra_args`` say ``--http-listen`` or ``--no-http``, and so does the metrics
+    listener (``proc.ports["metrics"]``, unless ``--metrics-listen`` or ``--no-metrics``); ``proc.ports["grpc"]``
     is the returned port. ``drain`` is ``--drain``: 0 so that stopping takes no
     time, None for the server's default; ``extra_args`` with ``--drain`` win.
+    ``credentials`` (grpc.ssl_channel_credentials) wait for a TLS listener.
     The caller owns the returned Proc (use it in ``with`` or call ``stop()``).
     """
     grpc_port = port or free_port()
@@ -271,6 +274,10 @@ def start_authz(
     if not any(a == "--no-http" or a.startswith("--http-listen") for a in extra_args):
         ports["http"] = free_port()
         http_args = ["--http-listen", f"{LOOPBACK}:{ports['http']}"]
+    metrics_args: list[str] = []
+    if not any(a == "--no-metrics" or a.startswith("--metrics-listen") for a in extra_args):
+        ports["metrics"] = free_port()
+        metrics_args = ["--metrics-listen", f"{LOOPBACK}:{ports['metrics']}"]
     drain_args: list[str] = []
     if drain is not None and not any(a == "--drain" or a.startswith("--drain=") for a in extra_args):
         drain_args = ["--drain", str(drain)]
@@ -279,6 +286,7 @@ def start_authz(
         "--config", os.fspath(policy_path),
         "--grpc-listen", f"{LOOPBACK}:{grpc_port}",
         *http_args,
+        *metrics_args,
         *drain_args,
         "--log-level", "info",
         *extra_args,
@@ -286,21 +294,31 @@ def start_authz(
     proc = Proc(args, name="authz").start()
     proc.ports = ports
     try:
-        wait_grpc_serving(f"{LOOPBACK}:{grpc_port}", timeout=timeout, proc=proc)
+        wait_grpc_serving(f"{LOOPBACK}:{grpc_port}", timeout=timeout, proc=proc, credentials=credentials)
     except BaseException:
         proc.stop()
         raise
     return proc, grpc_port
 
 
-def wait_grpc_serving(target: str, timeout: float = 10.0, proc: Proc | None = None) -> None:
-    """Poll grpc.health.v1 Check("") until SERVING; bounded by ``timeout`` seconds."""
+def wait_grpc_serving(
+    target: str, timeout: float = 10.0, proc: Proc | None = None, credentials: Any = None, server_name: str = "authz.internal"
+) -> None:
+    """Poll grpc.health.v1 Check("") until SERVING; bounded by ``timeout`` seconds.
+
+    ``credentials`` (grpc.ssl_channel_credentials) speak TLS, verifying ``server_name``.
+    """
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout
     last = "no answer"
-    with grpc.insecure_channel(target) as channel:
+    channel = (
+        grpc.secure_channel(target, credentials, options=[("grpc.ssl_target_name_override", server_name)])
+        if credentials is not None
+        else grpc.insecure_channel(target)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if proc is not None and not proc.alive:
