@@ -246,7 +246,9 @@ class RedisStore(Store):
         import redis.asyncio as aioredis
         from redis.asyncio.cluster import ClusterNode, RedisCluster
         from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+        from redis.asyncio.retry import Retry
         from redis.asyncio.sentinel import Sentinel
+        from redis.backoff import NoBackoff
 
         # The deadline is Store.apply's; socket timeouts only bound a connection attempt.
         # RESP2: the script's replies are plain arrays either way, and redis-py's Cluster
@@ -265,7 +267,14 @@ class RedisStore(Store):
             return aioredis.Redis.from_pool(pool)
         if self.cluster:
             nodes = [ClusterNode(h, p) for h, p in target.hosts]
-            return RedisCluster(startup_nodes=nodes, max_connections=max_connections, require_full_coverage=False, **common)
+            # No retries: a script whose connection broke after it was written may have run,
+            # and sending it again would spend twice. The slot fails (PartialFailure) and the
+            # client refreshes its topology before the next batch. MOVED / ASK redirects are
+            # followed all the same (they are not retries of a failed write).
+            return RedisCluster(
+                startup_nodes=nodes, max_connections=max_connections, require_full_coverage=False,
+                retry=Retry(NoBackoff(), 0), **common,
+            )  # fmt: skip
         if target.scheme.endswith("+sentinel"):
             sentinel_opts = {k: v for k, v in common.items() if k not in ("db",)}
             sentinel = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_opts, **common)  # type: ignore[no-untyped-call]

@@ -241,39 +241,41 @@ async def test_cluster_a_dead_master_fails_only_its_slots_then_fails_over(cluste
     # a generous deadline: the machine may be busy, and this test is about which slots fail, not speed
     store = RedisStore(cluster.url, deadline_ms=1500, breaker=Breaker(threshold=1000), clock=FixedClock(T0))
     await store.start()
-    owners = [f"sub:user{i}" for i in range(40)]
-    ops = [TakeTokens(f"q:c:{o}", interval_ms=1000, capacity=100, owner=o) for o in owners]
-    assert all(r.allowed for r in await store.apply(ops, T0))
-    victim = cluster.node_for_key("authz:{" + owners[0] + "}q:q:c:" + owners[0])
-    victim.kill()
-    with pytest.raises(PartialFailure) as err:
-        await store.apply(ops, T0)
-    failed = err.value.failed
-    assert 0 in failed and len(failed) < len(ops)  # only the dead master's slots failed
-    assert all(r is not None for i, r in enumerate(err.value.results) if i not in failed)
-    err.value.compensate()
-    await store.wait_background()
-    # its replica takes over; the store follows without a restart, and the new master's shards renew their epochs
-    deadline = time.monotonic() + 20
-    ambiguous = set(failed)  # a slot that timed out may or may not have spent: it is not counted below
-    while True:
-        try:
-            results = await store.apply(ops, T0)
-            break
-        except PartialFailure as again:
-            again.compensate()  # what the pipeline does for a refused request
-            ambiguous |= again.failed
-        except StoreError:
-            ambiguous = set(range(len(ops)))  # the whole batch timed out: nothing is known
-        assert time.monotonic() < deadline, "no failover"
-        await asyncio.sleep(0.1)
-    await store.wait_background()
-    assert store.compensation_failures == 0
-    assert all(r.allowed for r in results)
-    # the failed attempts were given back on the slots that answered: only the first and the last batch count
-    known = [r.remaining for i, r in enumerate(results) if i not in ambiguous]
-    assert known and set(known) == {98}
-    await store.close()
+    try:
+        owners = [f"sub:user{i}" for i in range(40)]
+        ops = [TakeTokens(f"q:c:{o}", interval_ms=1000, capacity=100, owner=o) for o in owners]
+        assert all(r.allowed for r in await store.apply(ops, T0))
+        victim = cluster.node_for_key("authz:{" + owners[0] + "}q:q:c:" + owners[0])
+        victim.kill()
+        with pytest.raises(PartialFailure) as err:
+            await store.apply(ops, T0)
+        failed = err.value.failed
+        assert 0 in failed and len(failed) < len(ops)  # only the dead master's slots failed
+        assert all(r is not None for i, r in enumerate(err.value.results) if i not in failed)
+        err.value.compensate()
+        await store.wait_background()
+        # its replica takes over; the store follows without a restart, and the new master's shards renew their epochs
+        deadline = time.monotonic() + 20
+        ambiguous = set(failed)  # a slot that timed out may or may not have spent: it is not counted below
+        while True:
+            try:
+                results = await store.apply(ops, T0)
+                break
+            except PartialFailure as again:
+                again.compensate()  # what the pipeline does for a refused request
+                ambiguous |= again.failed
+            except StoreError:
+                ambiguous = set(range(len(ops)))  # the whole batch timed out: nothing is known
+            assert time.monotonic() < deadline, "no failover"
+            await asyncio.sleep(0.1)
+        await store.wait_background()
+        assert store.compensation_failures == 0
+        assert all(r.allowed for r in results)
+        # the failed attempts were given back on the slots that answered: only the first and the last batch count
+        known = [r.remaining for i, r in enumerate(results) if i not in ambiguous]
+        assert known and set(known) == {98}
+    finally:
+        await store.close()  # a failed assertion must not leave the client's sockets to the garbage collector
 
 
 # -- Sentinel -------------------------------------------------------------------------------
