@@ -52,16 +52,17 @@ class DecisionsService(admin_pb2_grpc.DecisionsServicer):
         self, request: admin_pb2.ListDecisionsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListDecisionsResponse:
         limit = request.limit or 50
-        reason = request.reason
+        f = request.filter
+        reason = f.reason
         out = []
         for d in self.decisions.recent():
-            if request.outcome and d.outcome.value != request.outcome:
+            if f.outcome and d.outcome.value != f.outcome:
                 continue
             if reason and not (d.reason == reason or (reason.endswith(".") and d.reason.startswith(reason))):
                 continue
-            if request.route and d.route != request.route:
+            if f.route and d.route != f.route:
                 continue
-            if request.client_ip and d.identity.client_ip != request.client_ip:
+            if f.client_ip and d.identity.client_ip != f.client_ip:
                 continue
             out.append(to_proto(d))
             if len(out) >= limit:

@@ -55,7 +55,7 @@ from authz.store import store_from_url
 
 log = logging.getLogger("authz.server")
 
-ADMIN_SERVICES = tuple(s.full_name for s in admin_pb2.DESCRIPTOR.services_by_name.values())
+ADMIN_SERVICES = (admin_pb2.DESCRIPTOR.services_by_name["Decisions"].full_name,)
 #: the gRPC health service name of the store component (authz itself keeps serving when it fails:
 #: each route's on_store_error says what a failure means)
 STORE_SERVICE = "authz.store"

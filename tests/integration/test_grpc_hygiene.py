@@ -133,8 +133,8 @@ BAD_UTF8 = b"\x0a\x02\xff\xfe"
         ("/authz.admin.v1.Decisions/GetDecision", CORRUPT, "authz.admin.v1.GetDecisionRequest"),
         ("/authz.admin.v1.Decisions/GetDecision", BAD_UTF8, "authz.admin.v1.GetDecisionRequest"),
         ("/authz.admin.v1.Decisions/ListDecisions", CORRUPT, "authz.admin.v1.ListDecisionsRequest"),
-        # ListDecisionsRequest field 2 is the outcome string
-        ("/authz.admin.v1.Decisions/ListDecisions", b"\x12\x02\xc3\x28", "authz.admin.v1.ListDecisionsRequest"),
+        # ListDecisionsRequest field 2 is the filter; its field 1 the outcome string
+        ("/authz.admin.v1.Decisions/ListDecisions", b"\x12\x04\x0a\x02\xc3\x28", "authz.admin.v1.ListDecisionsRequest"),
         ("/grpc.health.v1.Health/Check", BAD_UTF8, "grpc.health.v1.HealthCheckRequest"),
         ("/grpc.health.v1.Health/List", CORRUPT, "grpc.health.v1.HealthListRequest"),
     ],

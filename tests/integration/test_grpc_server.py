@@ -142,9 +142,9 @@ async def test_admin_api_finds_decisions_by_id_and_filter(channel: grpc.aio.Chan
     got = await admin.GetDecision(admin_pb2.GetDecisionRequest(id=decision_id))
     assert (got.reason, got.http_status, got.route, got.client_ip, got.door) == ("route.deny", 403, "admin", "172.16.2.2", "grpc")
     assert (got.path, got.route_path) == ("/%61dmin/x", "/admin/x")  # as sent, and as routed
-    listed = await admin.ListDecisions(admin_pb2.ListDecisionsRequest(outcome="allow"))
+    listed = await admin.ListDecisions(admin_pb2.ListDecisionsRequest(filter=admin_pb2.DecisionFilter(outcome="allow")))
     assert [d.path for d in listed.decisions] == ["/v1/fine"]
-    listed = await admin.ListDecisions(admin_pb2.ListDecisionsRequest(reason="route."))
+    listed = await admin.ListDecisions(admin_pb2.ListDecisionsRequest(filter=admin_pb2.DecisionFilter(reason="route.")))
     assert [d.id for d in listed.decisions] == [decision_id]
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await admin.GetDecision(admin_pb2.GetDecisionRequest(id="nope"))
