@@ -227,6 +227,10 @@ class CountDistinct(Op):
     Windows are fixed, ``window_ms`` long, counted from the Unix epoch (so every
     process and backend agrees on them). What was seen is recorded even when
     the batch refuses (an observation, not a spending). Result: ``Distinct``.
+
+    A dry run's count is exact on every backend: Redis adds the member to a
+    copy of the HyperLogLog in the same slot, which the script deletes before
+    it returns.
     """
 
     counter: str
