@@ -488,7 +488,7 @@ class Keystore:
     def api_key(self, key_id: str) -> ApiKey | None:
         return self.state.api_keys.get(key_id)
 
-    def keys(self) -> list[ManagedKey]:
+    def managed_keys(self) -> list[ManagedKey]:
         return sorted(self.state.keys.values(), key=lambda k: k.name)
 
     def key(self, name: str) -> ManagedKey:
@@ -508,7 +508,7 @@ class Keystore:
         """The public keys of every usable asymmetric version (RFC 7517)."""
         now = self.clock.now_ms()
         out = []
-        for key in self.keys():
+        for key in self.managed_keys():
             for v in key.versions:
                 if v.public_pem and v.status(now) in ("active", "retiring"):
                     out.append(managed.public_jwk(key, v))
@@ -617,6 +617,28 @@ class Keystore:
             raise FailedPrecondition(f"the keystore {self.where} kept changing under this write; try again")
 
 
+class _Nowhere(Backend):
+    """No document: the keystore of a policy checked offline (``authz check-config``)."""
+
+    where = "(no keystore)"
+
+    async def load(self) -> tuple[str, bytes | None]:
+        return "", None
+
+    async def save(self, data: bytes, token: str) -> bool:
+        raise FailedPrecondition("this keystore is a placeholder for checking a policy; it keeps nothing")
+
+    async def stamp(self) -> object:
+        return None
+
+
+def offline_keystore() -> Keystore:
+    """A keystore that holds nothing, for compiling a policy that uses one without its contents."""
+    from authz.keys.crypto import MasterKey
+
+    return Keystore(_Nowhere(), MasterKeys([MasterKey("offline", bytes(32))]))
+
+
 def _same(a: Key, b: Key) -> bool:
     return (a.id, a.algorithm, a.subject, a.revoked, a.not_after_ms) == (b.id, b.algorithm, b.subject, b.revoked, b.not_after_ms) and _material(a) == _material(b)
 
@@ -634,4 +656,4 @@ def iter_versions(key: ManagedKey) -> Iterator[tuple[str, Version]]:
         yield key.key_id(v), v
 
 
-__all__ = ["Backend", "FileBackend", "Keystore", "KeystoreError", "RedisBackend", "State", "decode", "encode"]
+__all__ = ["Backend", "FileBackend", "Keystore", "KeystoreError", "RedisBackend", "State", "decode", "encode", "offline_keystore"]

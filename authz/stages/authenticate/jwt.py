@@ -719,10 +719,12 @@ def _parse_static(node: Node, doc: Any, allowed: frozenset[str], origin: str) ->
 
 def _keyring(node: Node, allowed: frozenset[str], cc: CompileContext[KeyRing]) -> tuple[Any, list[str]]:
     ring = getattr(cc, "keyring", None)
+    # ids name keys of the keys file (keystore keys: keys.keystore), checked against the file's own ring
+    file_ring = getattr(ring, "file_ring", ring)
     ids: list[str] = []
     for item in node.items():
         kid = item.str()
-        key = ring.get(kid) if ring is not None else None
+        key = file_ring.get(kid) if file_ring is not None else None
         if key is None:
             item.error(f"no key {kid!r} in the keyring (keys_file)")
         if key.algorithm not in JWS_ALGORITHMS:
