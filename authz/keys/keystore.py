@@ -342,12 +342,13 @@ class RedisBackend(Backend):
         pubsub = self.client.pubsub()
         try:
             await pubsub.subscribe(self.channel)
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None and message.get("type") == "message":
                     changed()
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await asyncio.wait_for(pubsub.aclose(), 1.0)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -383,6 +384,7 @@ class Keystore:
         self._tasks: list[asyncio.Task[None]] = []
         self._kick = asyncio.Event()
         self.loaded = False
+        self._closing = False
 
     @property
     def where(self) -> str:
@@ -413,9 +415,12 @@ class Keystore:
         ]
 
     async def close(self) -> None:
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # redis-py's pub/sub reader may swallow one cancellation; the flag ends its loop
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
         self._tasks = []
         await self.backend.close()
 
@@ -440,7 +445,7 @@ class Keystore:
                     warned = True
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self.backend.notifications(self._kick.set)
             except asyncio.CancelledError:
