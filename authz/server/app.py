@@ -47,6 +47,7 @@ from authz.server.ext_authz import AuthorizationService
 from authz.server.guard import add_guarded
 from authz.server.health import HealthServicer
 from authz.server.http import HttpServer
+from authz.server.keystore import open_keystore
 from authz.server.metrics import DecisionMetrics, MetricsServer, write_snapshots
 from authz.server.reload import Reloader
 from authz.server.tracing import Tracer, provider_from_env
@@ -73,7 +74,9 @@ class App:
             raise ConfigError("settings", 0, "http_mode", str(exc)) from None
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.policy = policy if policy is not None else load_policy(settings.config)
+        #: managed keys and API keys (--keystore): started by start(), followed while serving
+        self.keystore = open_keystore(settings, self.clock)
+        self.policy = policy if policy is not None else load_policy(settings.config, keystore=self.keystore)
         self.store = store_from_url(settings.store, clock=self.clock, deadline_ms=settings.store_deadline)
         log_path = settings.decision_log or None
         if log_path not in (None, "-") and settings.worker_index >= 0:
@@ -104,7 +107,11 @@ class App:
         self._drain_cut = asyncio.Event()
         self._probe: asyncio.Task[None] | None = None
         #: the one place that decides to replace the policy (SIGHUP, files changed): server/reload.py
-        self.reloader = Reloader(settings.config, lambda: self.engine.policy, self._adopt, interval=settings.watch_interval)
+        self.reloader = Reloader(
+            settings.config, lambda: self.engine.policy, self._adopt, interval=settings.watch_interval,
+            load=lambda path: load_policy(path, keystore=self.keystore),
+        )  # fmt: skip
+        self._keep_file_keys(self.policy)
         self._watch: asyncio.Task[None] | None = None
         self.metrics_server: MetricsServer | None = None
         self._snapshots: asyncio.Task[None] | None = None
@@ -141,7 +148,15 @@ class App:
                 last = serving
             await asyncio.sleep(PROBE_INTERVAL_S)
 
+    def _keep_file_keys(self, policy: Policy) -> None:
+        """Tell the keystore the running policy's keys-file keys (names it must not take; ListKeys)."""
+        if self.keystore is not None:
+            ring = policy.keyring
+            self.keystore.file_ring = getattr(ring, "file_ring", ring)
+
     async def start(self) -> None:
+        if self.keystore is not None:
+            await self.keystore.start()  # a keystore that cannot be read refuses the start (ConfigError)
         server = grpc.aio.server(
             options=[
                 # Off: with per-process state (memory store) two processes sharing a
@@ -239,6 +254,7 @@ class App:
     def _adopt(self, policy: Policy) -> None:
         self._route_names = frozenset(r.name for r in policy.routes)
         self.policy = self.engine.policy = policy  # one assignment: checks in flight keep the one they read
+        self._keep_file_keys(policy)
 
     def _on_decision(self, decision: Decision) -> None:
         self.decisions.record(decision)
@@ -276,6 +292,8 @@ class App:
                 task.cancel()
         await self.decisions.stop()
         await self.store.close()
+        if self.keystore is not None:
+            await self.keystore.close()
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.shutdown)
         log.info("authz stopped")
