@@ -533,6 +533,14 @@ SCENARIOS: dict[str, tuple[Callable[[Run], Row], str | None]] = {
 
 #: a Redis row -> its memory-store twin (the same policy and door): the throughput kept and the CPU Redis adds
 TWINS: dict[str, str] = {"i": "h", "k": "j", "p": "o", "r": "q"}
+#: the most authz CPU per decision Redis may add to the full policy, as a share of the memory twin's
+REDIS_CPU_TARGET: dict[str, float] = {"p": 0.25, "r": 0.25}
+
+
+def redis_added_cpu(row: Row, twin: Row) -> float | None:
+    """The authz CPU per decision Redis adds, as a share of the memory twin's: (row - twin) / twin."""
+    mine, theirs = row.cpu_us.get("server"), twin.cpu_us.get("server")
+    return (mine - theirs) / theirs if mine and theirs else None
 
 
 def run_one(key: str, run: Run) -> Row:
