@@ -285,16 +285,29 @@ TITLES = {
 }
 
 
+#: the store deadline of the full policy's Redis rows (p) and (r), in ms. At saturation 32 requests are in
+#: flight, each costing authz about 1 ms of CPU on the full policy, so a store reply waits in the event loop
+#: for up to some 35 ms behind the others: above authz's default 20 ms, which would turn those allows into
+#: 503s (store.unavailable). authz's own guidance for --store-deadline: above the event loop's lag under
+#: load, well below Envoy's check timeout (250 ms in the example; the bench's is 2 s).
+FULL_STORE_DEADLINE_MS = 100
+
+
 def authz_cmd(
     run: Run, grpc_port: int, http_port: int | None = None, *,
-    policy: Path = BENCH_POLICY, store: str = "memory://", workers: int = 1,
+    policy: Path = BENCH_POLICY, store: str = "memory://", workers: int = 1, store_deadline_ms: int | None = None,
 ) -> list[str]:  # fmt: skip
-    """authz on a bench policy; its HTTP door on ``http_port``, or off (it would take a default port)."""
+    """authz on a bench policy; its HTTP door on ``http_port``, or off (it would take a default port).
+
+    ``store_deadline_ms``: ``--store-deadline`` (None: authz's default, as deployed).
+    """
     cmd = [PY, "-m", "authz", "serve", "--config", str(policy), "--grpc-listen", f"127.0.0.1:{grpc_port}", "--log-level", "warning", "--drain", "0", "--no-metrics"]
     if run.http_door:
         cmd += ["--http-listen", f"127.0.0.1:{http_port}" if http_port else ""]
     if store != "memory://":
         cmd += ["--store", store]
+    if store_deadline_ms is not None:
+        cmd += ["--store-deadline", str(store_deadline_ms)]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     return cmd
@@ -329,11 +342,14 @@ def _grpc_authz(run: Run, key: str, cmd: list[str], behind: dict[str, Any], *, f
         )  # fmt: skip
 
 
-def _http_authz(run: Run, key: str, policy: Path, store: str, behind: dict[str, Any], *, full: bool = False) -> Row:
+def _http_authz(
+    run: Run, key: str, policy: Path, store: str, behind: dict[str, Any], *, full: bool = False, store_deadline_ms: int | None = None,
+) -> Row:  # fmt: skip
     if not run.http_door:
         raise Skipped("skipped: authz has no --http-listen")
     port, grpc_port = free_port(), free_port()
-    with running(f"authz HTTP ({key})", run.pinning.server(authz_cmd(run, grpc_port, port, policy=policy, store=store))) as server:
+    cmd = authz_cmd(run, grpc_port, port, policy=policy, store=store, store_deadline_ms=store_deadline_ms)
+    with running(f"authz HTTP ({key})", run.pinning.server(cmd)) as server:
         wait_tcp(server, port)
         return _through_envoy(
             run, key, TITLES[key], [envoy_config.http_ext_authz("authz", port)], [envoy_config.cluster("authz", port, http2=False)],
@@ -426,7 +442,9 @@ def scenario_o(run: Run) -> Row:
 
 def scenario_p(run: Run) -> Row:
     with redis_server(run.pinning) as (redis, rport):
-        cmd = authz_cmd(run, free_port(), policy=run.full_policy()[1], store=f"redis://127.0.0.1:{rport}")
+        cmd = authz_cmd(
+            run, free_port(), policy=run.full_policy()[1], store=f"redis://127.0.0.1:{rport}", store_deadline_ms=FULL_STORE_DEADLINE_MS
+        )  # fmt: skip
         return _grpc_authz(run, "p", cmd, {"redis": redis, "redis_port": rport}, full=True)
 
 
@@ -436,7 +454,9 @@ def scenario_q(run: Run) -> Row:
 
 def scenario_r(run: Run) -> Row:
     with redis_server(run.pinning) as (redis, rport):
-        return _http_authz(run, "r", run.full_policy()[1], f"redis://127.0.0.1:{rport}", {"redis": redis, "redis_port": rport}, full=True)
+        behind = {"redis": redis, "redis_port": rport}
+        store = f"redis://127.0.0.1:{rport}"
+        return _http_authz(run, "r", run.full_policy()[1], store, behind, full=True, store_deadline_ms=FULL_STORE_DEADLINE_MS)
 
 
 def workers_envoy_config(ingress: int, admin: int, authz_ports: list[int]) -> str:
