@@ -25,7 +25,7 @@ from pathlib import Path
 from bench import HERE, memory, results, wrk
 from bench.memory import MemoryResult
 from bench.procs import Pinning
-from bench.scenarios import SCENARIOS, Row, envoy_version, new_run, run_one
+from bench.scenarios import REDIS_CPU_TARGET, SCENARIOS, TWINS, Row, envoy_version, new_run, redis_added_cpu, run_one
 
 KEYS = (*SCENARIOS, "memory", "micro")
 RESULTS = HERE / "results"
@@ -84,7 +84,7 @@ def _us(row: Row, role: str) -> str:
 def load_table(rows: list[Row]) -> str:
     by_key = {r.key: r for r in rows}
     head = ("", "scenario", "req/s", "p50 ms", "p99 ms", "vs (a)", "vs (b)", "vs ref", "errors", "server µs", "envoy µs", "redis µs", "RT/dec")
-    lines = [head]
+    lines: list[tuple[str, ...]] = [head]
     for r in rows:
         ref_key = SCENARIOS[r.key][1]
         if not r.measured:
@@ -99,6 +99,26 @@ def load_table(rows: list[Row]) -> str:
              _us(r, "server"), _us(r, "envoy"), _us(r, "redis"), rt)
         )  # fmt: skip
     return _render(lines)
+
+
+def twins_table(rows: list[Row]) -> str:
+    """Each Redis row against its memory-store twin of the same run: throughput kept, authz CPU Redis adds."""
+    by_key = {r.key: r for r in rows}
+    lines: list[tuple[str, ...]] = [("", "scenario", "vs twin", "server µs/dec", "Redis adds", "target", "redis µs")]
+    for r in rows:
+        twin = by_key.get(TWINS.get(r.key, ""))
+        if twin is None or not r.measured or not twin.measured:
+            continue
+        added = redis_added_cpu(r, twin)
+        target = REDIS_CPU_TARGET.get(r.key)
+        verdict = "-"
+        if target is not None and added is not None:
+            verdict = f"<= {target:+.0%}: {'met' if added <= target else 'missed'}"
+        lines.append((
+            f"({r.key})", r.title, f"{r.rps / twin.rps:.2f} of ({twin.key})",
+            f"{_us(r, 'server')} vs {_us(twin, 'server')}", f"{added:+.0%}" if added is not None else "-", verdict, _us(r, "redis"),
+        ))  # fmt: skip
+    return _render(lines) if len(lines) > 1 else ""
 
 
 def redis_notes(rows: list[Row], duration_s: float) -> str:
@@ -271,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         print()
         print(load_table(rows))
+        twins = twins_table(rows)
+        if twins:
+            print()
+            print("Redis against its memory-store twin (same policy, same door): throughput kept, authz CPU per decision Redis adds")
+            print(twins)
         notes = redis_notes(rows, opts.duration)
         if notes:
             print()
@@ -297,13 +322,14 @@ def main(argv: list[str] | None = None) -> int:
         print(micro_table(micro))
     out = Path(opts.json) if opts.json else RESULTS / f"{started_utc.replace(':', '')}.json"
     refs = {k: SCENARIOS[k][1] for k in SCENARIOS}
+    twin_keys = {k: TWINS.get(k) for k in SCENARIOS}
     settings_doc = {
         "duration_s": opts.duration, "warmup_s": opts.warmup, "connections": opts.connections, "threads": opts.threads,
         "latency_s": opts.latency_duration, "identities": opts.identities, "redis_identities": opts.redis_identities,
         "pinning": pinning.describe(),
     }  # fmt: skip
     doc = results.document(
-        started=started_utc, header=header, settings=settings_doc, rows=rows, refs=refs, memory=mem,
+        started=started_utc, header=header, settings=settings_doc, rows=rows, refs=refs, twins=twin_keys, memory=mem,
         micro=[(m, n, v, u) for m, n, v, u in micro if v is not None],
     )  # fmt: skip
     results.save(doc, out)

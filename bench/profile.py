@@ -1,6 +1,10 @@
 """Profile authz's Check path under load: Envoy -> authz over gRPC, wrk driving, py-spy sampling authz.
 
-    python -m bench.profile --duration 10 [--native] [--top 20]
+    python -m bench.profile --duration 10 [--native] [--top 20] [--policy full]
+
+``--policy bench`` (the default) is scenario (c); ``--policy full`` is (o):
+bench/policies/full.yaml on the memory store, wrk sending precomputed
+requests once each (bench/precomputed.py), sized for the whole wrk run.
 
 Prints the functions where authz spends its samples: by own time (the frame
 that was running) and by inclusive time (on the stack). Same pinning as
@@ -19,7 +23,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from bench import envoy_config, procstat, wrk
+from bench import BENCH_POLICY, envoy_config, precomputed, procstat, wrk
 from bench.procs import Pinning, free_port, running, wait_http_ok, wait_tcp
 from bench.scenarios import BENCH_PATH, Run, authz_cmd, envoy_binary
 
@@ -107,6 +111,7 @@ def main() -> int:
     p.add_argument("--native", action="store_true", help="also sample C/Cython frames (gRPC core, protobuf)")
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--output", help="also keep py-spy's raw collapsed stacks in this file")
+    p.add_argument("--policy", choices=("bench", "full"), default="bench", help="bench.yaml, as (c) (default), or the full policy, as (o)")
     opts = p.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(pyspy).exists():
@@ -121,17 +126,28 @@ def main() -> int:
         )
         raw = Path(opts.output) if opts.output else Path(tmp) / "raw.txt"
         run = Run(pinning, settings, envoy_binary(), Path(tmp))
-        with running("authz", pinning.server(authz_cmd(run, authz_port))) as server:
+        policy = run.full_policy()[1] if opts.policy == "full" else BENCH_POLICY
+        with running("authz", pinning.server(authz_cmd(run, authz_port, policy=policy))) as server:
             wait_tcp(server, authz_port)
+            ready_s = time.time()
             envoy_cmd = [run.envoy, "-c", str(config), "--concurrency", "1", "--disable-hot-restart", "-l", "warning"]
             with running("envoy", pinning.server(envoy_cmd)) as envoy:
                 wait_tcp(envoy, port, timeout=30)
-                url = f"http://127.0.0.1:{port}{BENCH_PATH}"
-                wait_http_ok(envoy, url)
+                url, headers, script = f"http://127.0.0.1:{port}{BENCH_PATH}", None, []
+                if opts.policy == "full":
+                    traffic = precomputed.Traffic(run.full_policy()[0], f"http://127.0.0.1:{port}", ready_s)
+                    url, headers = traffic.probe()
+                    n = precomputed.sized(opts.duration + 4, precomputed.CEILING_RPS["grpc"])
+                    reqs = traffic.write_wrk(Path(tmp) / "wrk-profile.txt", n)
+                    script = ["-s", str(precomputed.write_wrk_script(Path(tmp)))]
+                wait_http_ok(envoy, url, headers)
+                if opts.policy == "full":
+                    traffic.wait_until_valid()
                 load = subprocess.Popen(
-                    pinning.client(["wrk", "-t1", f"-c{opts.connections}", f"-d{round(opts.duration + 4)}s", url]),
-                    stdout=subprocess.DEVNULL,
-                )
+                    pinning.client(["wrk", "-t1", f"-c{opts.connections}", f"-d{round(opts.duration + 4)}s", "--latency", *script, url,
+                                    *([str(reqs), "1"] if script else [])]),
+                    stdout=subprocess.PIPE, text=True,
+                )  # fmt: skip
                 try:
                     subprocess.run(["sleep", "1.5"], check=True)  # let the load settle first
                     spy = [pyspy, "record", "-p", str(server.pid), "-d", str(round(opts.duration)), "-r", str(opts.rate),
@@ -146,8 +162,12 @@ def main() -> int:
                     if done.returncode != 0:
                         raise SystemExit(f"py-spy failed: {done.stderr.strip()[-2000:]}")
                 finally:
-                    load.wait(timeout=opts.duration + 30)
-        print(f"authz under wrk -t1 -c{opts.connections} through Envoy (gRPC ext_authz), {pinning.describe()}")
+                    out, _ = load.communicate(timeout=opts.duration + 30)
+        res = wrk.parse(out)
+        if res.ran_out:
+            raise SystemExit(f"the precomputed requests ran out ({res.precomputed_total:,}): raise precomputed.CEILING_RPS['grpc']")
+        print(f"authz on {policy.name} under wrk -t1 -c{opts.connections} through Envoy (gRPC ext_authz), {pinning.describe()}")
+        print(f"wrk: {res.rps:,.0f} req/s, {res.errors:,} errors (non-2xx or socket)")
         print(f"while sampling: {requests / elapsed:,.0f} req/s (py-spy{' --native pauses the process and' if opts.native else ''} costs some)")
         for name, seconds in cpu.items():
             print(f"  {name}: {100 * seconds / elapsed:.0f}% of a CPU, {1e6 * seconds / max(requests, 1):.0f} µs CPU per request")

@@ -36,12 +36,14 @@ def to_jsonable(value: Any) -> Any:
 
 def document(
     *, started: str, header: Sequence[str], settings: Mapping[str, Any], rows: Sequence[Any], refs: Mapping[str, str | None],
-    memory: Any = None, micro: Sequence[tuple[str, str, float, str]] = (),
+    twins: Mapping[str, str | None] | None = None, memory: Any = None, micro: Sequence[tuple[str, str, float, str]] = (),
 ) -> dict[str, Any]:  # fmt: skip
+    """The run as JSON: every row with its reference row (``ref``) and, for a Redis row, its memory-store twin (``twin``)."""
     out_rows = []
     for r in rows:
         d = to_jsonable(r)
         d["ref"] = refs.get(d["key"])
+        d["twin"] = (twins or {}).get(d["key"])
         out_rows.append(d)
     return {
         "version": VERSION,
@@ -145,6 +147,9 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any], threshold: float = 0.10)
             _fmt_pair(_p99_half(x), _p99_half(y), 2, worse_if_up=True, threshold=threshold),
         ))  # fmt: skip
     out.append(render(lines))
+    twins = _compare_twins(ra, rb, threshold)
+    if twins:
+        out += ["", twins]
     mem = _compare_memory(a.get("memory"), b.get("memory"), threshold)
     if mem:
         out += ["", mem]
@@ -152,6 +157,36 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any], threshold: float = 0.10)
     if micro:
         out += ["", micro]
     return "\n".join(out)
+
+
+def vs_twin(rows: Mapping[str, Mapping[str, Any]], key: str) -> tuple[float | None, float | None]:
+    """A Redis row against its memory-store twin, within one run: (throughput share, authz CPU added as a share)."""
+    twin = rows[key].get("twin")
+    if not twin or twin not in rows:
+        return None, None
+    num, den = _rps(rows, key), _rps(rows, twin)
+    mine, theirs = _cpu(rows[key], "server"), _cpu(rows[twin], "server")
+    return (num / den if num and den else None), ((mine - theirs) / theirs if mine and theirs else None)
+
+
+def _compare_twins(ra: Mapping[str, Mapping[str, Any]], rb: Mapping[str, Mapping[str, Any]], threshold: float) -> str:
+    """Per Redis row in both runs: the share of its twin's throughput, and the authz CPU Redis adds (in points)."""
+    lines: list[tuple[str, ...]] = [("", "Redis against its memory-store twin", "vs twin A -> B", "Redis adds, authz CPU A -> B")]
+    for key in sorted(set(ra) & set(rb)):
+        twin = ra[key].get("twin") or rb[key].get("twin")
+        if not twin:
+            continue
+        (sa, ca), (sb, cb) = vs_twin(ra, key), vs_twin(rb, key)
+        if sa is None and sb is None:
+            continue
+        added = "-"
+        if ca is not None and cb is not None:
+            # a share of a share: the change is shown in percentage points, flagged beyond the threshold's points
+            flag = "!" if cb - ca > threshold else ""
+            added = f"{ca:+.0%} -> {cb:+.0%} ({round((cb - ca) * 100):+d} pt){flag}"
+        share = _fmt_pair(sa, sb, 2, worse_if_up=False, threshold=threshold) + f" of ({twin})"
+        lines.append((f"({key})", ra[key]["title"], share, added))
+    return render(lines) if len(lines) > 1 else ""
 
 
 def _compare_memory(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None, threshold: float) -> str:

@@ -7,7 +7,11 @@ on authz without Envoy. Shared state: (h)-(k) the two-quota policy on the
 memory store and on a real redis-server, through both doors; (l) and (m)
 envoy/envoy-workers.yaml in front of one authz process and of ``--workers 2``;
 (n) the two quotas plus the reputation stage on Redis (against (i): what
-scoring costs, and that it stays one EVALSHA per decision).
+scoring costs, and that it stays one EVALSHA per decision). The full policy
+(bench/policies/full.yaml: JWT, RFC 9421 signatures with single-use nonces,
+two quotas, reputation): (o) gRPC and (q) HTTP on the memory store, (p) and
+(r) their twins on Redis, driven by precomputed requests sent once each
+(bench/precomputed.py).
 
 Every Envoy scenario is measured by a ``Meter`` (bench/meter.py) around the
 wrk run: CPU per decision of each process, Redis commands per decision, and
@@ -23,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from bench import BENCH_POLICY, HERE, envoy_config, k6, procstat, wrk
+from bench import BENCH_POLICY, HERE, envoy_config, k6, precomputed, procstat, wrk
 from bench.jwt_token import ISSUER, make_jwks_and_token
 from bench.meter import Measured, Meter, WorkerCount, envoy_counter
 from bench.procs import Pinning, Proc, free_port, running, wait_http_ok, wait_tcp
@@ -85,6 +90,15 @@ class Run:
     #: distinct identities for the memory measurements: the memory store, and Redis
     identities: int = 100_000
     redis_identities: int = 20_000
+    #: the full policy's keys and its copy in the work directory, made on first use
+    _full: tuple[precomputed.FullKeys, Path] | None = None
+
+    def full_policy(self) -> tuple[precomputed.FullKeys, Path]:
+        """This run's keys for the full policy (the JWT key is (b)'s), and the policy written with them."""
+        if self._full is None:
+            keys = precomputed.FullKeys.new(self.jwt)
+            self._full = keys, precomputed.write_policy(self.workdir, keys)
+        return self._full
 
 
 class Skipped(Exception):
@@ -155,49 +169,98 @@ def _row(key: str, title: str, res: wrk.Result, m: Measured) -> Row:
     )  # fmt: skip
 
 
-def _latency(run: Run, row: Row, url: str, headers: dict[str, str] | None) -> Row:
-    """k6 at half of the row's measured maximum, on the load generator's CPU."""
+def _latency(run: Run, row: Row, url: str, headers: dict[str, str] | None, traffic: precomputed.Traffic | None = None) -> Row:
+    """k6 at half of the row's measured maximum, on the load generator's CPU (with fresh requests for the full policy)."""
     if run.latency_s <= 0 or not row.measured:
         return row
     rate = max(1, round(row.rps / 2))
     try:
-        lat = k6.run(url, rate, run.latency_s, run.workdir, headers=headers, prefix=run.pinning.client([]))
+        if traffic is not None:
+            reqs = traffic.write_k6(run.workdir / "k6-requests.json", k6.requests_needed(rate, run.latency_s))
+            traffic.wait_until_valid()
+            lat = k6.run_requests(traffic.base, reqs, rate, run.latency_s, run.workdir, prefix=run.pinning.client([]))
+        else:
+            lat = k6.run(url, rate, run.latency_s, run.workdir, headers=headers, prefix=run.pinning.client([]))
     except (RuntimeError, subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
         print(f"[{row.key}] k6 failed: {exc}", file=sys.stderr)
         return replace(row, latency_note=f"k6 failed: {str(exc).strip().splitlines()[0][:60] if str(exc).strip() else type(exc).__name__}")
     return replace(row, latency=lat)
 
 
+@dataclass(frozen=True)
+class Full:
+    """A full-policy scenario's traffic: who made the keys, and when its decision server was ready."""
+
+    keys: precomputed.FullKeys
+    ready_s: float
+    door: str  # "grpc" or "http": which ceiling the precomputed files are sized for
+
+    def traffic(self, port: int) -> precomputed.Traffic:
+        return precomputed.Traffic(self.keys, f"http://127.0.0.1:{port}", self.ready_s)
+
+
+def _wrk_files(run: Run, traffic: precomputed.Traffic, door: str) -> tuple[wrk.Script | None, wrk.Script]:
+    """Precomputed requests for the warm-up and for the measurement, sized for the door's ceiling, and wrk's script."""
+    ceiling = precomputed.CEILING_RPS[door]
+    n_warm = precomputed.sized(run.wrk.warmup_s, ceiling) if run.wrk.warmup_s > 0 else 0
+    n_measure = precomputed.sized(run.wrk.duration_s, ceiling)
+    if max(n_warm, n_measure) > precomputed.MAX_REQUESTS:
+        raise Skipped(f"skipped: {n_measure:,} precomputed requests needed, at most {precomputed.MAX_REQUESTS:,} (shorter --duration)")
+    if run.wrk.warmup_s + run.wrk.duration_s + 60 > precomputed.MAX_AGE_S:
+        raise Skipped(f"skipped: the signatures' max_age is {precomputed.MAX_AGE_S} s (shorter --duration and --warmup)")
+    lua = precomputed.write_wrk_script(run.workdir)
+    threads = str(run.wrk.threads)
+    warm = wrk.Script(lua, (str(traffic.write_wrk(run.workdir / "wrk-warmup.txt", n_warm)), threads)) if n_warm else None
+    measured = wrk.Script(lua, (str(traffic.write_wrk(run.workdir / "wrk-measure.txt", n_measure)), threads))
+    return warm, measured
+
+
 def _measure(
     run: Run, key: str, title: str, envoy: Proc, port: int, admin: int, stat_prefix: str,
-    behind: Behind | None = None, headers: dict[str, str] | None = None,
+    behind: Behind | None = None, headers: dict[str, str] | None = None, full: Full | None = None,
 ) -> Row:  # fmt: skip
     """Warm up, read the counters, measure with wrk, read them again; then the open-loop latency."""
     behind = behind or Behind()
     url = f"http://127.0.0.1:{port}{BENCH_PATH}"
+    traffic = full.traffic(port) if full else None
+    if traffic is not None:
+        url, headers = traffic.probe()
     wait_http_ok(envoy, url, headers)
     hdrs = [f"{k}: {v}" for k, v in (headers or {}).items()]
+    warm_script = measured_script = None
+    if full is not None and traffic is not None:
+        # the script's requests carry their own headers; the probe's go nowhere but the check above
+        hdrs = []
+        warm_script, measured_script = _wrk_files(run, traffic, full.door)
+        traffic.wait_until_valid()
     prefix = run.pinning.client([])
-    wrk.warmup(url, run.wrk, headers=hdrs, prefix=prefix)
+    if full is None or warm_script is not None:
+        wrk.warmup(url, run.wrk, headers=hdrs, prefix=prefix, script=warm_script)
     counter = f"http.{stat_prefix}.downstream_rq_completed"
     meter = Meter(
         _roles(envoy, behind), lambda: envoy_counter(admin, counter),
         redis_port=behind.redis_port, worker_ports=behind.worker_ports, worker_pids=behind.worker_pids,
     )  # fmt: skip
     meter.start()
-    res = wrk.measure(url, run.wrk, headers=hdrs, prefix=prefix)
-    row = _row(key, title, res, meter.stop())
-    return _latency(run, row, url, headers)
+    res = wrk.measure(url, run.wrk, headers=hdrs, prefix=prefix, script=measured_script)
+    measured = meter.stop()
+    if res.ran_out:
+        raise RuntimeError(
+            f"precomputed traffic ran out: {res.ran_out} wrk thread(s) sent all {res.precomputed_total:,} requests "
+            f"before the end, so wrk's req/s is wrong (raise precomputed.CEILING_RPS[{full.door if full else '?'!r}])"
+        )
+    row = _row(key, title, res, measured)
+    return _latency(run, row, url, headers, traffic)
 
 
 def _through_envoy(
     run: Run, key: str, title: str, filters: list[dict[str, Any]], clusters: list[dict[str, Any]],
-    headers: dict[str, str] | None = None, behind: Behind | None = None,
+    headers: dict[str, str] | None = None, behind: Behind | None = None, full: Full | None = None,
 ) -> Row:  # fmt: skip
     port, admin = free_port(), free_port()
     text = envoy_config.bootstrap(port, admin, filters, clusters)
     with _envoy_text(run, key, text, port) as proc:
-        return _measure(run, key, title, proc, port, admin, "bench", behind, headers)
+        return _measure(run, key, title, proc, port, admin, "bench", behind, headers, full)
 
 
 TITLES = {
@@ -215,19 +278,36 @@ TITLES = {
     "l": "envoy-workers.yaml -> authz 1 process, Redis",
     "m": "envoy-workers.yaml -> authz --workers 2, Redis",
     "n": "Envoy -> authz gRPC, two quotas + reputation, Redis",
+    "o": "Envoy -> authz gRPC, full policy, memory store",
+    "p": "Envoy -> authz gRPC, full policy, Redis",
+    "q": "Envoy -> authz HTTP, full policy, memory store",
+    "r": "Envoy -> authz HTTP, full policy, Redis",
 }
+
+
+#: the store deadline of the full policy's Redis rows (p) and (r), in ms. At saturation 32 requests are in
+#: flight, each costing authz about 1 ms of CPU on the full policy, so a store reply waits in the event loop
+#: for up to some 35 ms behind the others: above authz's default 20 ms, which would turn those allows into
+#: 503s (store.unavailable). authz's own guidance for --store-deadline: above the event loop's lag under
+#: load, well below Envoy's check timeout (250 ms in the example; the bench's is 2 s).
+FULL_STORE_DEADLINE_MS = 100
 
 
 def authz_cmd(
     run: Run, grpc_port: int, http_port: int | None = None, *,
-    policy: Path = BENCH_POLICY, store: str = "memory://", workers: int = 1,
+    policy: Path = BENCH_POLICY, store: str = "memory://", workers: int = 1, store_deadline_ms: int | None = None,
 ) -> list[str]:  # fmt: skip
-    """authz on a bench policy; its HTTP door on ``http_port``, or off (it would take a default port)."""
+    """authz on a bench policy; its HTTP door on ``http_port``, or off (it would take a default port).
+
+    ``store_deadline_ms``: ``--store-deadline`` (None: authz's default, as deployed).
+    """
     cmd = [PY, "-m", "authz", "serve", "--config", str(policy), "--grpc-listen", f"127.0.0.1:{grpc_port}", "--log-level", "warning", "--drain", "0", "--no-metrics"]
     if run.http_door:
         cmd += ["--http-listen", f"127.0.0.1:{http_port}" if http_port else ""]
     if store != "memory://":
         cmd += ["--store", store]
+    if store_deadline_ms is not None:
+        cmd += ["--store-deadline", str(store_deadline_ms)]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     return cmd
@@ -247,25 +327,33 @@ def scenario_b(run: Run) -> Row:
     return _through_envoy(run, "b", TITLES["b"], filters, [], {"Authorization": f"Bearer {token}"})
 
 
-def _grpc_authz(run: Run, key: str, cmd: list[str], behind: dict[str, Any]) -> Row:
+def _full(run: Run, full: bool, door: str) -> Full | None:
+    """For a full-policy row: its keys and the moment its decision server was seen ready (call right after)."""
+    return Full(run.full_policy()[0], time.time(), door) if full else None
+
+
+def _grpc_authz(run: Run, key: str, cmd: list[str], behind: dict[str, Any], *, full: bool = False) -> Row:
     port = int(cmd[cmd.index("--grpc-listen") + 1].rsplit(":", 1)[1])
     with running(f"authz gRPC ({key})", run.pinning.server(cmd)) as server:
         wait_tcp(server, port)
         return _through_envoy(
             run, key, TITLES[key], [envoy_config.grpc_ext_authz("authz")], [envoy_config.cluster("authz", port, http2=True)],
-            behind=Behind(server_pids=_one(server), **behind),
+            behind=Behind(server_pids=_one(server), **behind), full=_full(run, full, "grpc"),
         )  # fmt: skip
 
 
-def _http_authz(run: Run, key: str, policy: Path, store: str, behind: dict[str, Any]) -> Row:
+def _http_authz(
+    run: Run, key: str, policy: Path, store: str, behind: dict[str, Any], *, full: bool = False, store_deadline_ms: int | None = None,
+) -> Row:  # fmt: skip
     if not run.http_door:
         raise Skipped("skipped: authz has no --http-listen")
     port, grpc_port = free_port(), free_port()
-    with running(f"authz HTTP ({key})", run.pinning.server(authz_cmd(run, grpc_port, port, policy=policy, store=store))) as server:
+    cmd = authz_cmd(run, grpc_port, port, policy=policy, store=store, store_deadline_ms=store_deadline_ms)
+    with running(f"authz HTTP ({key})", run.pinning.server(cmd)) as server:
         wait_tcp(server, port)
         return _through_envoy(
             run, key, TITLES[key], [envoy_config.http_ext_authz("authz", port)], [envoy_config.cluster("authz", port, http2=False)],
-            behind=Behind(server_pids=_one(server), **behind),
+            behind=Behind(server_pids=_one(server), **behind), full=_full(run, full, "http"),
         )  # fmt: skip
 
 
@@ -346,6 +434,29 @@ def scenario_n(run: Run) -> Row:
     with redis_server(run.pinning) as (redis, rport):
         cmd = authz_cmd(run, free_port(), policy=REPUTATION, store=f"redis://127.0.0.1:{rport}")
         return _grpc_authz(run, "n", cmd, {"redis": redis, "redis_port": rport})
+
+
+def scenario_o(run: Run) -> Row:
+    return _grpc_authz(run, "o", authz_cmd(run, free_port(), policy=run.full_policy()[1]), {}, full=True)
+
+
+def scenario_p(run: Run) -> Row:
+    with redis_server(run.pinning) as (redis, rport):
+        cmd = authz_cmd(
+            run, free_port(), policy=run.full_policy()[1], store=f"redis://127.0.0.1:{rport}", store_deadline_ms=FULL_STORE_DEADLINE_MS
+        )  # fmt: skip
+        return _grpc_authz(run, "p", cmd, {"redis": redis, "redis_port": rport}, full=True)
+
+
+def scenario_q(run: Run) -> Row:
+    return _http_authz(run, "q", run.full_policy()[1], "memory://", {}, full=True)
+
+
+def scenario_r(run: Run) -> Row:
+    with redis_server(run.pinning) as (redis, rport):
+        behind = {"redis": redis, "redis_port": rport}
+        store = f"redis://127.0.0.1:{rport}"
+        return _http_authz(run, "r", run.full_policy()[1], store, behind, full=True, store_deadline_ms=FULL_STORE_DEADLINE_MS)
 
 
 def workers_envoy_config(ingress: int, admin: int, authz_ports: list[int]) -> str:
@@ -433,7 +544,23 @@ SCENARIOS: dict[str, tuple[Callable[[Run], Row], str | None]] = {
     "l": (scenario_l, "i"),
     "m": (scenario_m, "l"),
     "n": (scenario_n, "i"),
+    # the full policy against its transport's floor; (p) and (r) also against their twins (TWINS)
+    "o": (scenario_o, "f"),
+    "p": (scenario_p, "f"),
+    "q": (scenario_q, "d"),
+    "r": (scenario_r, "d"),
 }
+
+#: a Redis row -> its memory-store twin (the same policy and door): the throughput kept and the CPU Redis adds
+TWINS: dict[str, str] = {"i": "h", "k": "j", "p": "o", "r": "q"}
+#: the most authz CPU per decision Redis may add to the full policy, as a share of the memory twin's
+REDIS_CPU_TARGET: dict[str, float] = {"p": 0.25, "r": 0.25}
+
+
+def redis_added_cpu(row: Row, twin: Row) -> float | None:
+    """The authz CPU per decision Redis adds, as a share of the memory twin's: (row - twin) / twin."""
+    mine, theirs = row.cpu_us.get("server"), twin.cpu_us.get("server")
+    return (mine - theirs) / theirs if mine and theirs else None
 
 
 def run_one(key: str, run: Run) -> Row:

@@ -1,4 +1,10 @@
-"""Run wrk and read requests/s, p50, p99 and error counts from its ``--latency`` report."""
+"""Run wrk and read requests/s, p50, p99 and error counts from its ``--latency`` report.
+
+A run may take a Lua script (``Script``: wrk's ``-s``, with the arguments
+wrk hands to its ``init``), as the full-policy rows do to send precomputed
+requests once each (bench/precomputed.py); what that script reports is read
+back too.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
@@ -22,12 +29,24 @@ class WrkSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Script:
+    """A wrk Lua script and the arguments after the URL (its ``init(args)`` gets them as args[1]...)."""
+
+    path: Path
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     rps: float
     p50_ms: float
     p99_ms: float
     requests: int
     errors: int  # non-2xx/3xx answers plus socket errors
+    #: precomputed requests the script sent, of how many, and how many wrk threads ran out (None: no such script)
+    precomputed_sent: int | None = None
+    precomputed_total: int | None = None
+    ran_out: int = 0
 
 
 def _ms(text: str) -> float:
@@ -51,7 +70,9 @@ def parse(out: str) -> Result:
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:
         errors += sum(int(g) for g in sock.groups())
-    return Result(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), int(total.group(1)), errors)
+    pre = re.search(r"^precomputed: (\d+) of (\d+) sent, (\d+) threads ran out$", out, re.M)
+    sent, of, ran_out = (int(g) for g in pre.groups()) if pre else (None, None, 0)
+    return Result(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), int(total.group(1)), errors, sent, of, ran_out)
 
 
 def _secs(value: float) -> str:
@@ -59,24 +80,35 @@ def _secs(value: float) -> str:
     return f"{max(1, round(value))}s"
 
 
-def _base(settings: WrkSettings, headers: Sequence[str], prefix: Sequence[str]) -> list[str]:
+def _base(settings: WrkSettings, headers: Sequence[str], prefix: Sequence[str], script: Script | None) -> list[str]:
     base = [*prefix, "wrk", f"-t{settings.threads}", f"-c{settings.connections}"]
     for h in headers:
         base += ["-H", h]
+    if script is not None:
+        base += ["-s", str(script.path)]
     return base
 
 
-def warmup(url: str, settings: WrkSettings, *, headers: Sequence[str] = (), prefix: Sequence[str] = ()) -> None:
+def _tail(url: str, script: Script | None) -> list[str]:
+    return [url, *(script.args if script else ())]
+
+
+def warmup(
+    url: str, settings: WrkSettings, *, headers: Sequence[str] = (), prefix: Sequence[str] = (), script: Script | None = None
+) -> None:
     """The warm-up alone (nothing is read from it)."""
     if settings.warmup_s > 0:
         limit = settings.warmup_s + 30
-        subprocess.run([*_base(settings, headers, prefix), f"-d{_secs(settings.warmup_s)}", url], capture_output=True, check=True, timeout=limit)
+        cmd = [*_base(settings, headers, prefix, script), f"-d{_secs(settings.warmup_s)}", *_tail(url, script)]
+        subprocess.run(cmd, capture_output=True, check=True, timeout=limit)
 
 
-def measure(url: str, settings: WrkSettings, *, headers: Sequence[str] = (), prefix: Sequence[str] = ()) -> Result:
+def measure(
+    url: str, settings: WrkSettings, *, headers: Sequence[str] = (), prefix: Sequence[str] = (), script: Script | None = None
+) -> Result:
     """One measured run, no warm-up (the caller reads process counters around it)."""
     done = subprocess.run(
-        [*_base(settings, headers, prefix), f"-d{_secs(settings.duration_s)}", "--latency", url],
+        [*_base(settings, headers, prefix, script), f"-d{_secs(settings.duration_s)}", "--latency", *_tail(url, script)],
         capture_output=True, text=True, check=True, timeout=settings.duration_s + 30,
     )  # fmt: skip
     return parse(done.stdout)
