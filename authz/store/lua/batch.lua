@@ -1,11 +1,13 @@
 -- authz: every stateful check of one request, in one script, all-or-nothing for what it spends.
 --
 -- KEYS    the keys of every operation, in operation order (each operation's keys share a hash slot)
--- ARGV[1] now, ms since the epoch (the engine's clock, never Redis's)
--- ARGV[2] the batch id (the value a claim is stored with, so a compensation removes only its own)
--- ARGV[3] the mode: 0 apply, 1 dry run (compute every reply, write nothing)
--- ARGV[4] the number of operations
--- then, per operation: its function name, its number of keys, its number of arguments, its arguments
+-- ARGV[1] one MessagePack array of strings (a single argument: the client packs one bulk string
+--         instead of dozens, and cmsgpack unpacks it in C), holding
+--   [1] now, ms since the epoch (the engine's clock, never Redis's)
+--   [2] the batch id (the value a claim is stored with, so a compensation removes only its own)
+--   [3] the mode: 0 apply, 1 dry run (compute every reply, write nothing)
+--   [4] the number of operations
+--   then, per operation: its function name, its number of keys, its number of arguments, its arguments
 --
 -- Returns {refused, reply_1, ..., reply_n}: refused is 1 when an enforced operation refused, in
 -- which case no spending write of the batch was applied (observations were).
@@ -23,14 +25,15 @@
 -- the store contract tests run both on the same pinned clock. A function returns its reply, whether
 -- it refuses, and the spending writes to apply if the whole batch is accepted (closures).
 --
--- Time is the caller's: every decision compares stored times with ARGV[1]. Redis key expiry only
+-- Time is the caller's: every decision compares stored times with the batch's now. Redis key expiry only
 -- collects garbage, GC_MARGIN after the caller's clock says a value no longer matters (so jitter
 -- between authz's clock and Redis's never drops a value early).
 
-local now = tonumber(ARGV[1])
-local batch = ARGV[2]
-local dry = ARGV[3] == '1'
-local count = tonumber(ARGV[4])
+local A = cmsgpack.unpack(ARGV[1])
+local now = tonumber(A[1])
+local batch = A[2]
+local dry = A[3] == '1'
+local count = tonumber(A[4])
 
 local read, write = redis.call, redis.call
 -- dry run: the HyperLogLog copies to delete before returning
@@ -130,7 +133,7 @@ local EPOCH_REFRESH = 6 * 86400000
 
 local OPS = {}
 
--- TakeTokens. KEYS: bucket, cooldown record. ARGV: interval, capacity, cost, enforce,
+-- TakeTokens. KEYS: bucket, cooldown record. Arguments: interval, capacity, cost, enforce,
 -- cooldown after, base, factor, max, memory (after = 0: no cooldown).
 -- Reply: {allowed, remaining, retry_after_ms, reset_ms, cooldown_ms, strikes}
 OPS.take = function(k, a)
@@ -187,7 +190,7 @@ OPS.take = function(k, a)
   return reply, false, spend
 end
 
--- ClaimOnce. KEYS: claim, its replay shard's epoch. ARGV: ttl, created.
+-- ClaimOnce. KEYS: claim, its replay shard's epoch. Arguments: ttl, created.
 -- Reply: 0 claimed, 1 already claimed, 2 before the epoch.
 -- A claim is stored as "<until>|<batch id>": claimed while until > now (the caller's clock).
 OPS.claim = function(k, a)
@@ -213,7 +216,7 @@ OPS.claim = function(k, a)
 end
 
 -- CountDistinct. KEYS: the HyperLogLog of the current window (its index is in the key name).
--- ARGV: member, limit, window, enforce, window end. Reply: {count, exceeded}.
+-- Arguments: member, limit, window, enforce, window end. Reply: {count, exceeded}.
 -- The member is recorded whatever the batch's fate.
 OPS.distinct = function(k, a)
   write('PFADD', k[1], a[1])
@@ -225,7 +228,7 @@ OPS.distinct = function(k, a)
   return {n, exceeded and 1 or 0}, exceeded and a[4] == '1', nil
 end
 
--- Reputation. KEYS: the identity's hash. ARGV: half-life, burst half-life, ttl, arrival (0/1),
+-- Reputation. KEYS: the identity's hash. Arguments: half-life, burst half-life, ttl, arrival (0/1),
 -- numeric id (-1: none), route bit (0: none), cadence alpha, cadence min count, cadence max cv,
 -- cadence weight, burst rate, burst weight, sequence min run, sequence weight, then name/amount
 -- pairs of evidence. Everything decays lazily: on each call by 2^(-elapsed / half-life).
@@ -303,7 +306,7 @@ OPS.reputation = function(k, a)
 end
 
 -- Forget. KEYS: the state another operation keeps for its identity (never a replay shard's
--- epoch). ARGV: none. Reply: the number of keys removed. Applied whatever the batch's fate (an
+-- epoch). Arguments: none. Reply: the number of keys removed. Applied whatever the batch's fate (an
 -- observation-like write); the operations after it in the batch see the keys gone.
 OPS.forget = function(k, a)
   local removed = 0
@@ -333,10 +336,10 @@ local spends = {}
 local refused = false
 local ki, ai = 1, 5
 for i = 1, count do
-  local name, nk, na = ARGV[ai], tonumber(ARGV[ai + 1]), tonumber(ARGV[ai + 2])
+  local name, nk, na = A[ai], tonumber(A[ai + 1]), tonumber(A[ai + 2])
   local keys, args = {}, {}
   for j = 1, nk do keys[j] = KEYS[ki + j - 1] end
-  for j = 1, na do args[j] = ARGV[ai + 2 + j] end
+  for j = 1, na do args[j] = A[ai + 2 + j] end
   ki = ki + nk
   ai = ai + 3 + na
   local fn = OPS[name]
