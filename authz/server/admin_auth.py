@@ -324,7 +324,7 @@ class Audit:
         #: records written (tests, metrics)
         self.count = 0
 
-    def __call__(self, context: grpc.aio.ServicerContext | None, action: str, target: str, **details: Any) -> dict[str, Any]:
+    def __call__(self, context: grpc.aio.ServicerContext | None, action: str, target: str, **details: Any) -> None:
         caller = current_caller()
         peer = context.peer() if context is not None else ""
         record: dict[str, Any] = {
@@ -350,7 +350,6 @@ class Audit:
                 self.sink(record)
             except Exception as exc:  # the audit log line above was written; the file's writer reports its own errors
                 log.error("audit record not queued for the decision log: %s", type(exc).__name__)
-        return record
 
 
 __all__ = ["TOKENS_ENV", "AdminAuth", "Audit", "Caller", "TokenSet", "admin_auth", "current_caller", "parse_tokens"]
