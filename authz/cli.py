@@ -65,6 +65,8 @@ def cli() -> None:
 @click.option("--admin-tls-key", envvar="AUTHZ_ADMIN_TLS_KEY", show_envvar=True, default="", metavar="PEM", help="The private key of --admin-tls-cert (unencrypted PEM).")
 @click.option("--admin-client-ca", envvar="AUTHZ_ADMIN_CLIENT_CA", show_envvar=True, default="", metavar="PEM", help="mTLS on the admin API: callers need a certificate from these CAs, whose subject CN names them in the audit log.")
 @click.option("--admin-insecure-no-auth/--no-admin-insecure-no-auth", envvar="AUTHZ_ADMIN_INSECURE_NO_AUTH", show_envvar=True, default=False, help="INSECURE: serve the admin API to every caller without a credential; refused unless --admin-listen is a loopback address.")
+@click.option("--keystore", envvar="AUTHZ_KEYSTORE", show_envvar=True, default="", help="Managed keys and API keys (docs/keys.md): a file path, or a Redis URL (redis://, rediss://, unix://, redis+cluster://) shared by every instance. Needs a master key (--master-key-file or AUTHZ_MASTER_KEY).")
+@click.option("--master-key-file", envvar="AUTHZ_MASTER_KEY_FILE", show_envvar=True, default="", type=click.Path(dir_okay=False), help="File holding the keystore's master key (base64 of 32 random bytes), or several as id:base64 lines, the first encrypting; else the AUTHZ_MASTER_KEY variable. Never give the key itself on the command line.")
 def serve(**options: object) -> None:
     """Serve decisions until SIGTERM (SIGHUP reloads the policy file, SIGUSR1 reopens the decision log)."""
     if options.pop("no_http"):
@@ -84,7 +86,10 @@ def serve(**options: object) -> None:
             from authz.server.workers import supervise
 
             settings.validate()
-            load_policy(settings.config)  # refuse a bad policy once, before any worker starts
+            from authz.keys.keystore import offline_keystore
+
+            # refuse a bad policy once, before any worker starts
+            load_policy(settings.config, keystore=offline_keystore() if settings.keystore else None)
             raise SystemExit(supervise(settings))
         run = _runner(settings.uvloop)
         from authz.server.app import serve as serve_app
@@ -100,8 +105,11 @@ def serve(**options: object) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def check_config(file: str) -> None:
     """Validate a policy file: exit 0, or 1 with the file, line and field at fault."""
+    from authz.keys.keystore import offline_keystore
+
     try:
-        policy = load_policy(file)
+        # the keystore's contents are the server's business: a policy that uses one compiles against an empty one
+        policy = load_policy(file, keystore=offline_keystore())
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{file}: OK ({len(policy.routes)} routes, {len(policy.quotas)} quotas, {len(policy.authenticators)} auth methods)")

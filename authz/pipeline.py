@@ -449,7 +449,7 @@ class DryRun:
 
     async def apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
         try:
-            results: list[Result] = await self.store.apply(ops, now_ms, dry_run=True)  # type: ignore[call-arg, unused-ignore]
+            results: list[Result] = await self.store.apply(ops, now_ms, dry_run=True)
         except StoreError as exc:
             self.error = str(exc)
             raise

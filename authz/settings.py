@@ -8,6 +8,7 @@ the policy file; settings say how the process runs.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 
 from authz.errors import ConfigError
@@ -15,6 +16,8 @@ from authz.errors import ConfigError
 #: seconds of drain on SIGTERM: one Envoy health-check interval plus its timeout (1.25 s),
 #: with room for a second check and a loaded machine
 DEFAULT_DRAIN = 3.0
+#: keystore URLs that mean Redis (anything else is a file path)
+REDIS_KEYSTORE_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,11 @@ class Settings:
     admin_tokens_file: str = ""
     #: serve the admin API without any credential (loopback only; insecure, logged as such)
     admin_insecure_no_auth: bool = False
+    #: managed keys and API keys (docs/keys.md): "" for none, a file path, or a Redis URL
+    #: (redis://, rediss://, unix://, redis+cluster://, rediss+cluster://)
+    keystore: str = ""
+    #: the keystore's master keys (base64, or id:base64 lines); else AUTHZ_MASTER_KEY
+    master_key_file: str = ""
 
     def validate(self) -> None:
         host, port = split_hostport(self.grpc_listen, "grpc_listen")
@@ -129,11 +137,33 @@ class Settings:
             raise ConfigError("settings", 0, "decision_log_format", f"must be authz or ecs; got {self.decision_log_format!r}")
         if self.decision_log_max_bytes and self.decision_log_max_bytes < 4096:
             raise ConfigError("settings", 0, "decision_log_max_bytes", f"must be 0 (no limit) or at least 4096; got {self.decision_log_max_bytes}")
+        self._validate_keystore()
         if self.workers > 1 and self.store.startswith("memory:"):
             raise ConfigError(
                 "settings", 0, "workers",
                 "several workers need a shared store (--store redis://...): with memory:// each worker would keep"
                 " its own nonces and buckets, splitting replay protection and quotas between them",
+            )  # fmt: skip
+
+    def _validate_keystore(self) -> None:
+        if not self.keystore:
+            if self.master_key_file:
+                raise ConfigError("settings", 0, "master_key_file", "--master-key-file needs --keystore")
+            return
+        if "://" in self.keystore:
+            scheme = self.keystore.partition("://")[0]
+            if scheme not in REDIS_KEYSTORE_SCHEMES:
+                raise ConfigError(
+                    "settings", 0, "keystore",
+                    f"unknown keystore URL scheme {scheme!r}: give a file path or {', '.join(s + '://' for s in REDIS_KEYSTORE_SCHEMES)}",
+                )  # fmt: skip
+        elif os.path.isdir(self.keystore):
+            raise ConfigError("settings", 0, "keystore", f"{self.keystore} is a directory; give the keystore file's path")
+        if not self.master_key_file and not os.environ.get("AUTHZ_MASTER_KEY"):
+            raise ConfigError(
+                "settings", 0, "master_key_file",
+                "a keystore needs its master key: --master-key-file FILE or AUTHZ_MASTER_KEY (base64 of 32 random bytes,"
+                " or id:base64,... for rotation); never on the command line",
             )  # fmt: skip
 
 

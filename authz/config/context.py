@@ -23,6 +23,8 @@ class CompileContext(Generic[RingT]):
     :param shared: objects a section compiler keeps across its configurations
     :param reads: every file path the policy named (``path``), in order: the policy's version
         covers their content, and the server watches them for changes
+    :param keystore: the keystore (authz.keys.keystore.Keystore) when one is configured, else
+        None: its keys join ``keyring`` (authz.keys.live), its API keys serve ``api_key`` methods
     """
 
     file: str
@@ -30,6 +32,7 @@ class CompileContext(Generic[RingT]):
     keyring: RingT
     shared: dict[str, Any] = field(default_factory=dict)
     reads: list[str] = field(default_factory=list)
+    keystore: Any = None
 
     def path(self, node: Node) -> str:
         """A file path from the policy, relative to the policy file's directory (recorded in ``reads``)."""

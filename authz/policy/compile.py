@@ -45,6 +45,8 @@ from authz.config.context import CompileContext
 from authz.config.source import Node
 from authz.errors import ConfigError
 from authz.keys import EMPTY_KEYRING, KeyRing, load_keys
+from authz.keys.keystore import Keystore
+from authz.keys.live import LiveKeyRing
 from authz.paths import ALLOWABLE, BY_NAME, NEVER_ALLOWED, NO_PROBLEM, PathProblem, canonicalize, fold_case, names
 from authz.policy.model import CHECK_KINDS, DEFAULT_ON_STORE_ERROR, STORE_ERROR_MODES, IpRules, Limits, Policy, Route
 from authz.stages.authenticate import Authenticator, MethodKind, registered_kinds
@@ -62,19 +64,21 @@ _TIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?$|^\[[0-9a-f:.]+\](:\d+)?$")
 
 
-def load_policy(path: str, text: str | None = None, *, base_dir: str | None = None) -> Policy:
+def load_policy(path: str, text: str | None = None, *, base_dir: str | None = None, keystore: Keystore | None = None) -> Policy:
     """Read, validate and compile a policy file.
 
     :param text: the policy's text, instead of reading ``path`` (errors still name ``path``)
     :param base_dir: where the files it names are, when not beside ``path`` (a candidate
         validated against the running policy's directory)
+    :param keystore: a started keystore whose keys join the keys file's (authz.keys.live)
+        and whose API keys serve the ``api_key`` methods
     :raises ConfigError: naming the file, line and field of the first problem
     """
     if text is None:
         text = source.read_text(path)
     root = source.load(path, text)
     base = base_dir if base_dir is not None else os.path.dirname(os.path.abspath(path))
-    cc: CompileContext[KeyRing] = CompileContext(file=path, base_dir=base, keyring=EMPTY_KEYRING)
+    cc: CompileContext[KeyRing] = CompileContext(file=path, base_dir=base, keyring=EMPTY_KEYRING, keystore=keystore)
     policy = compile_policy(root, cc)
     return dataclasses.replace(policy, version=version_of(text, cc.reads), files=(path, *cc.reads), text=text)
 
@@ -112,6 +116,8 @@ def compile_policy(root: Node, cc: CompileContext[KeyRing]) -> Policy:
     if root.has("keys_file"):
         node = root.get("keys_file")
         cc.keyring = load_keys(_readable(node, cc))
+    if cc.keystore is not None:
+        cc.keyring = LiveKeyRing(cc.keyring, cc.keystore)
 
     list_signals: list[ListSignal] = []
     lists = _ip_lists(root.get("ip_lists", {}), cc, list_signals)

@@ -52,7 +52,7 @@ from authz.server.reload import Reloader
 from authz.stages.quota import Quota, fact_part
 from authz.stages.reputation import identity_key
 from authz.store.base import Op, Result, Tokens
-from authz.store.ops import Reputation, Standing, TakeTokens
+from authz.store.ops import Forget, Reputation, Standing, TakeTokens
 
 #: decisions a watcher may fall behind by before it loses them
 WATCH_QUEUE = 1024
@@ -402,7 +402,7 @@ class ClientsService(admin_pb2_grpc.ClientsServicer):
         store = self.engine.store
         try:
             if dry_run:
-                results: list[Result] = await store.apply(ops, self._now(), dry_run=True)  # type: ignore[call-arg, unused-ignore]
+                results: list[Result] = await store.apply(ops, self._now(), dry_run=True)
             else:
                 results = await store.apply(ops, self._now())
         except StoreError as exc:
@@ -436,8 +436,6 @@ class ClientsService(admin_pb2_grpc.ClientsServicer):
     async def ResetClient(  # noqa: N802 - gRPC method name
         self, request: admin_pb2.ClientRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ResetClientResponse:
-        from authz.store.ops import Forget  # type: ignore[attr-defined, unused-ignore]
-
         found = await self._ops(request, context)
         results = await self._apply([Forget(op) for op in found.ops], context, dry_run=False)
         removed = sum(int(r) for r in results)

@@ -49,12 +49,14 @@ from authz.server.access_log import SERVICE_NAME as ACCESS_LOG
 from authz.server.access_log import AccessLogService
 from authz.server.admin import ClientsService, DecisionsService, PolicyService, Watchers
 from authz.server.admin_auth import Audit, admin_auth
+from authz.server.admin_keys import ApiKeysService, KeysService
 from authz.server.ecs import audit_to_ecs, to_ecs
 from authz.server.ext_authz import SERVICE_NAME as EXT_AUTHZ
 from authz.server.ext_authz import AuthorizationService
 from authz.server.guard import add_guarded
 from authz.server.health import HealthServicer
 from authz.server.http import HttpServer
+from authz.server.keystore import open_keystore
 from authz.server.metrics import DecisionMetrics, MetricsServer, write_snapshots
 from authz.server.reload import Reloader
 from authz.server.tracing import Tracer, provider_from_env
@@ -81,7 +83,9 @@ class App:
             raise ConfigError("settings", 0, "http_mode", str(exc)) from None
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.policy = policy if policy is not None else load_policy(settings.config)
+        #: managed keys and API keys (--keystore): started by start(), followed while serving
+        self.keystore = open_keystore(settings, self.clock)
+        self.policy = policy if policy is not None else load_policy(settings.config, keystore=self.keystore)
         self.store = store_from_url(settings.store, clock=self.clock, deadline_ms=settings.store_deadline)
         log_path = settings.decision_log or None
         if log_path not in (None, "-") and settings.worker_index >= 0:
@@ -121,7 +125,11 @@ class App:
         self._drain_cut = asyncio.Event()
         self._probe: asyncio.Task[None] | None = None
         #: the one place that decides to replace the policy (SIGHUP, files changed): server/reload.py
-        self.reloader = Reloader(settings.config, lambda: self.engine.policy, self._adopt, interval=settings.watch_interval)
+        self.reloader = Reloader(
+            settings.config, lambda: self.engine.policy, self._adopt, interval=settings.watch_interval,
+            load=lambda path: load_policy(path, keystore=self.keystore),
+        )  # fmt: skip
+        self._keep_file_keys(self.policy)
         self._watch: asyncio.Task[None] | None = None
         self.metrics_server: MetricsServer | None = None
         self._snapshots: asyncio.Task[None] | None = None
@@ -132,10 +140,21 @@ class App:
         return (EXT_AUTHZ, ACCESS_LOG, HEALTH)
 
     def admin_servicers(self) -> list[tuple[Any, Any, str]]:
-        """(generated register function, servicer, service name) of each admin service."""
+        """(generated register function, servicer, service name) of each admin service.
+
+        Keys and ApiKeys are served with a keystore (``--keystore``) only: without one there is
+        nothing they could manage.
+        """
         names = admin_pb2.DESCRIPTOR.services_by_name
         clock = self.clock
+        keyed: list[tuple[Any, Any, str]] = []
+        if self.keystore is not None:
+            keyed = [
+                (admin_pb2_grpc.add_KeysServicer_to_server, KeysService(self.keystore, self.audit), names["Keys"].full_name),
+                (admin_pb2_grpc.add_ApiKeysServicer_to_server, ApiKeysService(self.keystore, self.audit), names["ApiKeys"].full_name),
+            ]
         return [
+            *keyed,
             (admin_pb2_grpc.add_DecisionsServicer_to_server, DecisionsService(self.decisions, self.engine, self.watchers), names["Decisions"].full_name),
             (admin_pb2_grpc.add_ClientsServicer_to_server, ClientsService(self.engine, self.audit, clock.now_ms), names["Clients"].full_name),
             (admin_pb2_grpc.add_PolicyServicer_to_server, PolicyService(self.engine, self.reloader, self.audit), names["Policy"].full_name),
@@ -174,7 +193,15 @@ class App:
                 last = serving
             await asyncio.sleep(PROBE_INTERVAL_S)
 
+    def _keep_file_keys(self, policy: Policy) -> None:
+        """Tell the keystore the running policy's keys-file keys (names it must not take; ListKeys)."""
+        if self.keystore is not None:
+            ring = policy.keyring
+            self.keystore.file_ring = getattr(ring, "file_ring", ring)
+
     async def start(self) -> None:
+        if self.keystore is not None:
+            await self.keystore.start()  # a keystore that cannot be read refuses the start (ConfigError)
         server = grpc.aio.server(
             options=[
                 # Off: with per-process state (memory store) two processes sharing a
@@ -319,6 +346,7 @@ class App:
     def _adopt(self, policy: Policy) -> None:
         self._route_names = frozenset(r.name for r in policy.routes)
         self.policy = self.engine.policy = policy  # one assignment: checks in flight keep the one they read
+        self._keep_file_keys(policy)
 
     def _on_decision(self, decision: Decision) -> None:
         self.decisions.record(decision)
@@ -359,6 +387,8 @@ class App:
                 task.cancel()
         await self.decisions.stop()
         await self.store.close()
+        if self.keystore is not None:
+            await self.keystore.close()
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.shutdown)
         log.info("authz stopped")

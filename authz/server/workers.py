@@ -23,8 +23,8 @@ The admin API (``--admin-listen``) is served by worker 0 alone, on the
 configured port: it reads and changes the shared store the same from any
 worker, and one address is what operators and the CLI call. Its decision
 ring and watchers are worker 0's (each worker's decision log file has every
-decision of that worker). ``AUTHZ_ADMIN_TOKENS`` is passed to the workers in
-their environment, never on their command line.
+decision of that worker). ``AUTHZ_ADMIN_TOKENS`` and ``AUTHZ_MASTER_KEY`` are
+passed to the workers in their environment, never on their command line.
 
 Workers need a shared store (Redis): with the memory store each would keep
 its own nonces and buckets (``Settings.validate`` refuses it).
@@ -56,6 +56,8 @@ from authz.settings import Settings
 
 log = logging.getLogger("authz.workers")
 
+#: the keystore's master key variable (--master-key-file's alternative), passed to workers as it is
+MASTER_KEY_ENV = "AUTHZ_MASTER_KEY"
 #: a worker that dies is started again after this many seconds
 RESTART_DELAY_S = 1.0
 
@@ -101,8 +103,8 @@ def supervise(settings: Settings) -> int:
 
 
 def _supervise(settings: Settings, aggregator: Any) -> int:
-    # the command line says it all, but for the admin tokens, which never go on a command line
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_") or k == TOKENS_ENV}
+    # the command line says it all, but for secrets, which never go on a command line
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_") or k in (TOKENS_ENV, MASTER_KEY_ENV)}
     procs: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
 

@@ -20,6 +20,12 @@ Time comes from the caller (``now_ms``), never from the backend's clock, so the
 memory and Redis stores behave identically and tests pin time. Every key a
 store writes has a TTL: memory is bounded by active clients, not by history.
 
+A *dry run* (``apply(batch, now_ms, dry_run=True)``) answers exactly what
+the real batch would answer at that moment and writes nothing at all: no
+spending, no observation, no epoch, no TTL refresh, no compensation. It is
+how the admin API explains a decision or shows a client without changing
+what it shows. The deadline and the circuit breaker apply as to any call.
+
 The store keeps an *epoch*: the time its state began. A store that lost its
 memory (process restarted, Redis flushed or restarted without persistence)
 starts a new epoch, and single-use claims whose subject was created before it
@@ -95,6 +101,8 @@ class Step:
     :param refused: an enforced refusal: the batch spends nothing
     :param spend: writes applied only when the batch is accepted
     :param observe: writes applied whatever the batch's fate
+
+    A write is ``(key, value, expires_ms)``; a None value deletes the key (``Forget``).
     """
 
     result: Result
@@ -170,6 +178,16 @@ class Op(ABC):
     def spent(self, result: Result) -> bool:
         """Did this operation spend anything, given its result (what a compensation gives back)?"""
         return False
+
+    def forgettable_keys(self, prefix: str, now_ms: int) -> list[tuple[str, str]]:
+        """The state this operation keeps for its identity, as ``Forget`` removes it.
+
+        One ``(memory key, Redis key)`` pair per key: the memory store's key
+        name and the physical Redis key (``prefix``, hash-tagged by ``tag``).
+        Never a replay shard's epoch; empty for an operation whose state must
+        not be forgotten (the default).
+        """
+        return []
 
 
 def rkey(prefix: str, tag: str, name: str) -> str:
@@ -274,11 +292,12 @@ class Store(ABC):
         self.latency = Histogram()
         self.errors: dict[str, int] = {}
 
-    async def apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
+    async def apply(self, ops: Sequence[Op], now_ms: int, *, dry_run: bool = False) -> list[Result]:
         """Apply every operation atomically, in order, in one round trip.
 
         :param ops: the request's operations; keys may belong to different clients
         :param now_ms: the engine's clock reading for this request
+        :param dry_run: compute the results a real apply would return now, and write nothing
         :return: one result per operation, in order
         :raises StoreError: the batch could not be applied (none of its spending took effect,
             except on Redis Cluster where the failure of one slot is compensated, see docs)
@@ -291,9 +310,9 @@ class Store(ABC):
         try:
             if self.remote:
                 async with asyncio.timeout(self.deadline_s):
-                    results = await self._apply(ops, now_ms)
+                    results = await self._apply(ops, now_ms, dry_run)
             else:
-                results = await self._apply(ops, now_ms)
+                results = await self._apply(ops, now_ms, dry_run)
         except StoreError as exc:
             self._failed(exc)
             raise
@@ -316,8 +335,8 @@ class Store(ABC):
         self.breaker.failure()
 
     @abstractmethod
-    async def _apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
-        """The backend's batch: all-or-nothing for spending, one round trip."""
+    async def _apply(self, ops: Sequence[Op], now_ms: int, dry_run: bool) -> list[Result]:
+        """The backend's batch: all-or-nothing for spending, one round trip; nothing written when ``dry_run``."""
 
     @abstractmethod
     async def ping(self) -> bool:

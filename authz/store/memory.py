@@ -4,7 +4,9 @@ A batch runs as one synchronous function with no await inside, so on the
 event loop it is atomic. It runs in two steps: every operation computes its
 result and its writes against the current state (seeing the writes of the
 operations before it in the batch); then the writes are applied: all of them
-when no enforced operation refused, only the observations otherwise.
+when no enforced operation refused, only the observations otherwise. A dry
+run stops before the second step (and skips the sweep), so it leaves the
+state exactly as it found it.
 
 Every key expires; expired keys are removed lazily on access and by a sweep
 over a one-second timing wheel, so memory stays bounded by the number of
@@ -59,11 +61,11 @@ class MemoryStore(Store):
     def __len__(self) -> int:
         return len(self._data)
 
-    async def _apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
-        return self.apply_sync(ops, now_ms)
+    async def _apply(self, ops: Sequence[Op], now_ms: int, dry_run: bool) -> list[Result]:
+        return self.apply_sync(ops, now_ms, dry_run)
 
-    def apply_sync(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
-        if now_ms // 1000 > self._swept_s:
+    def apply_sync(self, ops: Sequence[Op], now_ms: int, dry_run: bool = False) -> list[Result]:
+        if now_ms // 1000 > self._swept_s and not dry_run:
             self._sweep(now_ms)
         view = _Batch(self._data, self.epoch_ms, now_ms)
         results: list[Result] = []
@@ -80,6 +82,8 @@ class MemoryStore(Store):
             for write in step.observe:
                 view.stage(*write)
                 observe.append(write)
+        if dry_run:
+            return results
         for key, value, expires in observe:
             self._put(key, value, expires)
         if not refused:
@@ -88,6 +92,9 @@ class MemoryStore(Store):
         return results
 
     def _put(self, key: str, value: Any, expires_ms: int) -> None:
+        if value is None:  # forgotten (its wheel entry, if any, finds nothing to sweep)
+            self._data.pop(key, None)
+            return
         second = expires_ms // 1000
         entry = self._data.get(key)
         if entry is not None and entry[2] == second:

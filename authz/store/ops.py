@@ -1,13 +1,21 @@
 """The state operations stages plan. Each knows how every backend runs it.
 
 ``TakeTokens``   a token bucket (GCRA), with an optional cooldown for repeat offenders
+                 (``cost=0`` peeks: the bucket's state, taking and writing nothing)
 ``ClaimOnce``    a single-use claim (a signature nonce, a JWT jti) checked against the store's epoch
 ``CountDistinct`` how many distinct values a key saw in a window (a HyperLogLog in Redis)
+``Reputation``   an identity's decaying evidence, cadence, bursts and sequences
+``Forget``       remove the state another operation keeps for its identity (an admin's reset)
 
 For the memory store an operation computes a ``Step`` from the current state;
 for Redis it names its function in ``lua/batch.lua`` and encodes its keys and
 arguments, and decodes the script's answer. The Lua functions mirror the
 Python ones line by line; the store contract tests run both on a pinned clock.
+
+Every operation runs the same in a dry run (``Store.apply(..., dry_run=True)``):
+the store computes the results and skips the writes, so an operation needs
+nothing of its own for it. Each operation also lists the keys it keeps for
+its identity (``forgettable_keys``), which is all ``Forget`` needs to know.
 """
 
 from __future__ import annotations
@@ -63,7 +71,14 @@ class TakeTokens(Op):
 
     A refused take changes the bucket not at all. ``enforce=False`` (a shadow
     quota) counts and reports but never makes the batch refuse.
+
+    ``cost=0`` peeks at the bucket: the same result (remaining, reset, a
+    cooldown under way and its strikes) with nothing taken and nothing written,
+    not even an offence (a route that costs nothing commits none). It still
+    refuses while the client is held out, as any take of that quota would.
     Result: ``Tokens``.
+
+    :raises ValueError: a negative cost (it would mint tokens) or an interval that is not positive
     """
 
     bucket: str
@@ -75,6 +90,10 @@ class TakeTokens(Op):
     cooldown: Cooldown | None = None
 
     LUA = "take"
+
+    def __post_init__(self) -> None:
+        if self.cost < 0 or not self.interval_ms > 0:
+            raise ValueError(f"bucket {self.bucket!r}: cost {self.cost} and interval {self.interval_ms} ms (cost >= 0, interval > 0)")
 
     @property
     def key(self) -> str:
@@ -100,14 +119,18 @@ class TakeTokens(Op):
         new_tat, res = gcra(tat, now_ms, self.interval_ms, self.capacity, self.cost)
         if new_tat is None:
             step = Step(res, refused=self.enforce)
-            if cd is not None:
+            if cd is not None and self.cost:
                 strikes += 1
                 hold = cd.hold_ms(strikes) if strikes >= cd.after else 0
                 step.observe.append((cd_key, (now_ms + hold, strikes, now_ms), now_ms + max(hold, cd.memory_ms)))
                 step.result = Tokens(False, res.remaining, max(res.retry_after_ms, hold), res.reset_ms, hold, strikes)
+            elif strikes:  # a peek refused (the quota shrank): no offence, the strikes as they are
+                step.result = Tokens(False, res.remaining, res.retry_after_ms, res.reset_ms, 0, strikes)
             return step
         if strikes:
             res = Tokens(True, res.remaining, 0, res.reset_ms, 0, strikes)
+        if not self.cost:
+            return Step(res)
         return Step(res, spend=[(self.bucket, new_tat, math.floor(new_tat + 0.999))])
 
     def redis_keys(self, prefix: str, now_ms: int) -> list[str]:
@@ -130,6 +153,11 @@ class TakeTokens(Op):
     def spent(self, result: Any) -> bool:
         return isinstance(result, Tokens) and result.allowed
 
+    def forgettable_keys(self, prefix: str, now_ms: int) -> list[tuple[str, str]]:
+        """The bucket and its cooldown record (kept, whether or not this take has a cooldown)."""
+        cd = "cd:" + self.bucket
+        return [(self.bucket, rkey(prefix, self.tag, "q:" + self.bucket)), (cd, rkey(prefix, self.tag, cd))]
+
 
 def replay_shard_tag(shard: int) -> str:
     """The hash tag of replay shard ``shard`` (0 .. REPLAY_SHARDS - 1)."""
@@ -149,6 +177,10 @@ class ClaimOnce(Op):
     made. A claim made before the store's epoch is refused as ``BEFORE_EPOCH``,
     because the store cannot know whether it was already claimed before it
     lost its state. Result: ``CLAIMED``, ``ALREADY_CLAIMED`` or ``BEFORE_EPOCH``.
+
+    Nothing of a claim can be forgotten (``forgettable_keys`` is empty): a
+    forgotten claim would accept its captured request again, and a forgotten
+    epoch would accept credentials made before the store lost its state.
     """
 
     claim: str
@@ -195,6 +227,10 @@ class CountDistinct(Op):
     Windows are fixed, ``window_ms`` long, counted from the Unix epoch (so every
     process and backend agrees on them). What was seen is recorded even when
     the batch refuses (an observation, not a spending). Result: ``Distinct``.
+
+    A dry run's count is exact on every backend: Redis adds the member to a
+    copy of the HyperLogLog in the same slot, which the script deletes before
+    it returns.
     """
 
     counter: str
@@ -243,6 +279,12 @@ class CountDistinct(Op):
     def decode(self, raw: Any) -> Distinct:
         count, exceeded = (int(x) for x in raw)
         return Distinct(count, bool(exceeded))
+
+    def forgettable_keys(self, prefix: str, now_ms: int) -> list[tuple[str, str]]:
+        """The current window's values (earlier windows no longer count)."""
+        index, _ = self.window(now_ms)
+        name = f"{self.counter}#{index}"
+        return [(name, rkey(prefix, self.tag, "d:" + name))]
 
 
 
@@ -399,6 +441,66 @@ class Reputation(Op):
         )
         return Standing(count=n / 1000, routes=routes, intervals=intervals, signals=signals)
 
+    def forgettable_keys(self, prefix: str, now_ms: int) -> list[tuple[str, str]]:
+        """The identity's reputation hash."""
+        return [(self.key, rkey(prefix, self.tag, "r"))]
+
+
+@dataclass(frozen=True, slots=True)
+class Forget(Op):
+    """Remove the state ``target`` keeps for its identity, as if the identity were new.
+
+    The keys are the target's ``forgettable_keys``: a bucket and its cooldown
+    record, a reputation hash, the current distinct-count window; never a
+    replay shard's epoch, and nothing of a single-use claim. The target only
+    names the state: it is not run.
+
+    Forgetting is an observation-like write, not a spending: it applies
+    whatever the batch's fate, even when another operation of the batch
+    refuses (an operator's reset must not depend on the client's quota), is
+    never compensated on Cluster, and operations after it in the batch see the
+    state gone. A dry run reports what it would remove and removes nothing.
+
+    Result: the number of keys removed. The memory store counts keys whose
+    value was still live by authz's clock; Redis counts the keys it deleted,
+    which can include a value dead by authz's clock that Redis had not
+    collected yet (expiry keeps values 10 s past their use).
+
+    :raises ValueError: the target keeps no state that may be forgotten (a claim, a Forget)
+    """
+
+    target: Op
+
+    LUA = "forget"
+    spends = False
+
+    def __post_init__(self) -> None:
+        if not self.target.forgettable_keys("", 0):
+            raise ValueError(f"{type(self.target).__name__} keeps no state that may be forgotten")
+
+    @property
+    def key(self) -> str:
+        return self.target.key
+
+    @property
+    def tag(self) -> str:
+        return self.target.tag
+
+    def mem_step(self, view: MemView, now_ms: int) -> Step:
+        keys = [mem for mem, _ in self.target.forgettable_keys("", now_ms)]
+        removed = sum(1 for key in keys if view.get(key) is not None)
+        # a None value is a deletion: the batch's later operations see the key gone
+        return Step(removed, observe=[(key, None, 0) for key in keys])
+
+    def redis_keys(self, prefix: str, now_ms: int) -> list[str]:
+        return [physical for _, physical in self.target.forgettable_keys(prefix, now_ms)]
+
+    def redis_args(self, now_ms: int) -> list[str | int | float]:
+        return []
+
+    def decode(self, raw: Any) -> int:
+        return int(raw)
+
 
 __all__ = [
     "REPLAY_SHARDS",
@@ -406,6 +508,7 @@ __all__ = [
     "Cooldown",
     "CountDistinct",
     "Derived",
+    "Forget",
     "Reputation",
     "Standing",
     "TakeTokens",

@@ -27,6 +27,13 @@ is allowed. Between a slot's charge and its compensation (one more round
 trip) a concurrent request may find the tokens taken: it can be refused
 more, never allowed more.
 
+A dry run is the same script with its mode argument set: it computes every
+reply and writes nothing (see the script's header), so on a Cluster no slot
+spends and nothing is compensated. A dry run that meets ``NOSCRIPT`` still
+checks the server's identity before loading the script (below): that check
+guards every later batch, and a new epoch it starts is the server's, not the
+request's.
+
 Epochs: each replay shard keeps its epoch in Redis, so restarting authz does
 not open a new one. A Redis that lost its data has no epoch, and the next
 claim starts one. A Redis that restarted with its data reloaded from disk,
@@ -398,9 +405,10 @@ class RedisStore(Store):
         return f"{self._id_prefix}-{next(self._ids):x}"
 
     @staticmethod
-    def _encode(ops: Sequence[Op], now_ms: int, batch: str) -> tuple[list[str], list[str | int | float]]:
+    def _encode(ops: Sequence[Op], now_ms: int, batch: str, dry_run: bool = False) -> tuple[list[str], list[str | int | float]]:
+        """KEYS and ARGV of the batch script (its header comment describes the layout)."""
         keys: list[str] = []
-        args: list[str | int | float] = [now_ms, batch, len(ops)]
+        args: list[str | int | float] = [now_ms, batch, 1 if dry_run else 0, len(ops)]
         for op in ops:
             ks = op.redis_keys(PREFIX, now_ms)
             a = op.redis_args(now_ms)
@@ -408,21 +416,22 @@ class RedisStore(Store):
             args += [op.LUA, len(ks), len(a), *a]
         return keys, args
 
-    async def _run(self, ops: Sequence[Op], now_ms: int, batch: str) -> tuple[bool, list[Result]]:
-        keys, args = self._encode(ops, now_ms, batch)
+    async def _run(self, ops: Sequence[Op], now_ms: int, batch: str, dry_run: bool) -> tuple[bool, list[Result]]:
+        keys, args = self._encode(ops, now_ms, batch, dry_run)
         reply = await self._evalsha(keys, args)
         return bool(reply[0]), [op.decode(raw) for op, raw in zip(ops, reply[1:], strict=True)]
 
-    async def _apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
+    async def _apply(self, ops: Sequence[Op], now_ms: int, dry_run: bool) -> list[Result]:
         if not ops:
             return []
         batch = self._batch_id()
         if not self.cluster:
-            _, results = await self._run(ops, now_ms, batch)
+            _, results = await self._run(ops, now_ms, batch, dry_run)
             return results
-        return await self._apply_cluster(ops, now_ms, batch)
+        return await self._apply_cluster(ops, now_ms, batch, dry_run)
 
-    async def _apply_cluster(self, ops: Sequence[Op], now_ms: int, batch: str) -> list[Result]:
+    async def _apply_cluster(self, ops: Sequence[Op], now_ms: int, batch: str, dry_run: bool) -> list[Result]:
+        # a dry run spends nothing on any slot, so nothing is ever compensated
         # one script per slot, concurrently; all keys of one operation share its tag's slot
         by_slot: dict[int, list[int]] = {}
         for i, op in enumerate(ops):
@@ -430,7 +439,7 @@ class RedisStore(Store):
             by_slot.setdefault(slot, []).append(i)
         groups = list(by_slot.values())
         if len(groups) == 1:
-            _, only = await self._run(ops, now_ms, batch)
+            _, only = await self._run(ops, now_ms, batch, dry_run)
             return only
         # each slot gets most of the deadline, so that a dead slot fails alone (PartialFailure)
         # before the whole batch runs out of time
@@ -438,7 +447,7 @@ class RedisStore(Store):
 
         async def run(group: list[int]) -> tuple[bool, list[Result]]:
             async with asyncio.timeout(slot_deadline):
-                return await self._run([ops[i] for i in group], now_ms, batch)
+                return await self._run([ops[i] for i in group], now_ms, batch, dry_run)
 
         tasks = [asyncio.ensure_future(run(group)) for group in groups]
         try:
@@ -448,7 +457,7 @@ class RedisStore(Store):
             for group, task in zip(groups, tasks, strict=True):
                 if task.done() and not task.cancelled() and task.exception() is None:
                     refused_here, res = task.result()
-                    if not refused_here:
+                    if not refused_here and not dry_run:
                         self.compensate([ops[i] for i in group], res, batch, now_ms)
                 else:
                     task.cancel()
@@ -469,6 +478,8 @@ class RedisStore(Store):
                 accepted += group
             for i, res in zip(group, group_results, strict=True):
                 results[i] = res
+        if dry_run:
+            accepted = []
         if failed:
             accepted_ops, accepted_results = [ops[i] for i in accepted], [results[i] for i in accepted]
             raise PartialFailure(
@@ -476,7 +487,7 @@ class RedisStore(Store):
                 results, frozenset(failed),
                 lambda: self.compensate(accepted_ops, accepted_results, batch, now_ms),
             )  # fmt: skip
-        if refused:
+        if refused and accepted:
             # a refused batch spends nothing: the slots that accepted give back what they took
             self.compensate([ops[i] for i in accepted], [results[i] for i in accepted], batch, now_ms)
         return results

@@ -33,10 +33,13 @@ def redis_cluster() -> Iterator[RedisCluster]:
 class Backend:
     """A store under test and how to look at its raw state."""
 
-    def __init__(self, name: str, store: Store, keys: Callable[[], list[tuple[str, int | None]]]) -> None:
+    def __init__(
+        self, name: str, store: Store, keys: Callable[[], list[tuple[str, int | None]]], nodes: Callable[[], list[RedisServer]] = list,
+    ) -> None:
         self.name = name
         self.store = store
         self.keys = keys  # every key with its TTL in ms (None: no TTL)
+        self.nodes = nodes  # the Redis servers holding the store's keys (none for memory)
 
 
 @pytest.fixture(params=["memory", "redis", "redis-cluster"])
@@ -54,7 +57,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         def node_keys() -> list[tuple[str, int | None]]:
             return [(k, _ttl(node.pttl(k))) for k in node.all_keys()]
 
-        yield Backend(name, store, node_keys)
+        yield Backend(name, store, node_keys, lambda: [node])
     else:
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         cluster.flush()
@@ -63,7 +66,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         def cluster_keys() -> list[tuple[str, int | None]]:
             return [(k, _ttl(n.pttl(k))) for n, k in cluster.all_keys()]
 
-        yield Backend(name, store, cluster_keys)
+        yield Backend(name, store, cluster_keys, cluster.masters)
     await store.close()
 
 

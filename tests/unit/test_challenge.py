@@ -297,7 +297,7 @@ async def test_a_solution_from_before_the_stores_epoch_is_unverifiable(tmp_path:
 class FailingStore(Store):
     kind = "failing"
 
-    async def _apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
+    async def _apply(self, ops: Sequence[Op], now_ms: int, dry_run: bool) -> list[Result]:
         raise ConnectionRefusedError("down")
 
     async def ping(self) -> bool:

@@ -186,7 +186,7 @@ class FailingStore(Store):
 
     kind = "failing"
 
-    async def _apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
+    async def _apply(self, ops: Sequence[Op], now_ms: int, dry_run: bool) -> list[Result]:
         raise ConnectionRefusedError("connection refused")  # Store.apply wraps it as a StoreError
 
     async def ping(self) -> bool:

@@ -146,7 +146,7 @@ async def test_a_token_used_from_too_many_addresses_is_refused_and_spends_nothin
 class Down(Store):
     kind = "down"
 
-    async def _apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
+    async def _apply(self, ops: Sequence[Op], now_ms: int, dry_run: bool) -> list[Result]:
         raise ConnectionRefusedError()
 
     async def ping(self) -> bool:
@@ -160,9 +160,9 @@ class HalfDown(MemoryStore):
         super().__init__(epoch_ms=T0)
         self.undone = 0
 
-    async def _apply(self, ops: Sequence[Op], now_ms: int) -> list[Result]:
+    async def _apply(self, ops: Sequence[Op], now_ms: int, dry_run: bool) -> list[Result]:
         failed = frozenset(i for i, op in enumerate(ops) if "heavy:" in op.key)
-        results: list[Any] = self.apply_sync([op for i, op in enumerate(ops) if i not in failed], now_ms)
+        results: list[Any] = self.apply_sync([op for i, op in enumerate(ops) if i not in failed], now_ms, dry_run)
         merged: list[Any] = [None if i in failed else results.pop(0) for i in range(len(ops))]
 
         def undo() -> None:

@@ -129,9 +129,11 @@ class MethodKind(Protocol):
 
 def registered_kinds() -> dict[str, MethodKind]:
     """Every kind of method authz knows, by name."""
-    from authz.stages.authenticate import anonymous, jwt, kong_hmac, listed_bot, signature, webbotauth
+    from authz.stages.authenticate import anonymous, api_key, jwt, kong_hmac, listed_bot, signature, webbotauth
 
-    kinds: list[MethodKind] = [anonymous.KIND, jwt.KIND, signature.KIND, kong_hmac.KIND, webbotauth.KIND, listed_bot.KIND]
+    kinds: list[MethodKind] = [
+        anonymous.KIND, jwt.KIND, signature.KIND, kong_hmac.KIND, webbotauth.KIND, listed_bot.KIND, api_key.KIND,
+    ]  # fmt: skip
     return {k.kind: k for k in kinds}
 
 

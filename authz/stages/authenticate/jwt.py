@@ -12,6 +12,7 @@ Policy, by example (docs/jwt.md is the reference)::
           jwks_file: keys/partners.jwks.json
           remote: {url: https://idp.example.com/jwks.json, cache_ttl: 5m}
           keyring: [partner-hs256]          # HMAC secrets (or public keys) from keys_file
+          keystore: true                    # every keystore key whose algorithm is allowed
         leeway: 30s
         max_lifetime: 1h
         required_claims: [sub]
@@ -26,6 +27,13 @@ allow-list (before any key is touched) -> key by ``kid`` -> the key's own
 algorithm binding -> signature -> claims (exp, nbf, iat, lifetime, iss, aud,
 required claims, scopes). ``jku``, ``x5u``, ``jwk`` and ``x5c`` in a token
 header are never read. Tokens are never logged.
+
+``keys: {keystore: true}`` trusts the keystore (docs/keys.md): every managed
+key whose algorithm is on the provider's list verifies tokens whose ``kid``
+is one of its version ids (``<name>.v<N>``), from the moment it is created;
+a rotated-out version until its ``not_after``, a revoked one never again. A
+cached verified token is re-checked against the live keyring on each hit,
+so a revocation applies to it at once.
 """
 
 from __future__ import annotations
@@ -217,11 +225,11 @@ class JwtAuthenticator(Authenticator):
 
     kind = "jwt"
 
-    def __init__(self, provider: Provider, keyring_view: tuple[Any, list[str]] | None = None) -> None:
+    def __init__(self, provider: Provider, keyring_view: tuple[Any, list[str], bool] | None = None) -> None:
         self.name = provider.name
         self.p = provider
         self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
-        # (KeyRing, ids) kept so keyring changes are seen through the ring's own objects
+        # (KeyRing, ids, every keystore key) kept so keyring changes are seen through the ring's own objects
         self._ring = keyring_view
         self._ring_cache: tuple[Any, int, KeySet] | None = None
         realm = f'Bearer realm="{provider.realm}", error="invalid_token"'
@@ -406,9 +414,12 @@ class JwtAuthenticator(Authenticator):
     def _ring_keys(self) -> KeySet:
         if self._ring is None:
             return _EMPTY
-        ring, ids = self._ring
-        if self._ring_cache is None or self._ring_cache[0] is not ring or self._ring_cache[1] != ring.version:
-            self._ring_cache = (ring, ring.version, KeySet(keyring_keys(ring, ids, self.p.algorithms)))
+        ring, ids, keystore = self._ring
+        version = ring.version
+        if self._ring_cache is None or self._ring_cache[0] is not ring or self._ring_cache[1] != version:
+            if keystore:
+                ids = list(dict.fromkeys([*ids, *(k.id for k in ring if k.source == "keystore")]))
+            self._ring_cache = (ring, version, KeySet(keyring_keys(ring, ids, self.p.algorithms)))
         return self._ring_cache[2]
 
     # -- claims ----------------------------------------------------------------
@@ -658,10 +669,10 @@ def _forward_header(hnode: Node, seen: set[str]) -> str:
 
 def _keys(
     node: Node, allowed: frozenset[str], cc: CompileContext[KeyRing]
-) -> tuple[KeySet, tuple[Any, list[str]] | None, RemoteJwks | None]:
-    node.keys(allowed={"jwks", "jwks_file", "remote", "keyring"})
-    if not any(node.has(k) for k in ("jwks", "jwks_file", "remote", "keyring")):
-        node.error("give at least one key source: jwks, jwks_file, remote or keyring")
+) -> tuple[KeySet, tuple[Any, list[str], bool] | None, RemoteJwks | None]:
+    node.keys(allowed={"jwks", "jwks_file", "remote", "keyring", "keystore"})
+    if not any(node.has(k) for k in ("jwks", "jwks_file", "remote", "keyring", "keystore")):
+        node.error("give at least one key source: jwks, jwks_file, remote, keyring or keystore")
     static: list[VerifyKey] = []
     if node.has("jwks"):
         jnode = node.get("jwks")
@@ -680,11 +691,16 @@ def _keys(
     kids = [k.kid for k in static if k.kid]
     if len(kids) != len(set(kids)):
         node.error("the same kid appears in jwks and jwks_file")
-    ring = None
+    ring: tuple[Any, list[str], bool] | None = None
     if node.has("keyring"):
-        ring = _keyring(node.get("keyring"), allowed, cc)
+        ring_obj, ids = _keyring(node.get("keyring"), allowed, cc)
+        ring = (ring_obj, ids, False)
+    if node.has("keystore") and node.get("keystore").bool():
+        if cc.keystore is None:
+            node.get("keystore").error("keystore: true needs a keystore (authz serve --keystore, docs/keys.md)")
+        ring = (cc.keyring, ring[1] if ring is not None else [], True)
     if any(a.startswith("HS") for a in allowed) and ring is None:
-        node.error("HS* algorithms need HMAC secrets from the keyring (keys.keyring: [ids])")
+        node.error("HS* algorithms need HMAC secrets from the keyring (keys.keyring: [ids]) or the keystore (keys.keystore: true)")
     remote = _remote(node.get("remote"), allowed, cc) if node.has("remote") else None
     if not static and ring is None and remote is None:
         node.error("no usable key for the provider's algorithms")
@@ -703,10 +719,12 @@ def _parse_static(node: Node, doc: Any, allowed: frozenset[str], origin: str) ->
 
 def _keyring(node: Node, allowed: frozenset[str], cc: CompileContext[KeyRing]) -> tuple[Any, list[str]]:
     ring = getattr(cc, "keyring", None)
+    # ids name keys of the keys file (keystore keys: keys.keystore), checked against the file's own ring
+    file_ring = getattr(ring, "file_ring", ring)
     ids: list[str] = []
     for item in node.items():
         kid = item.str()
-        key = ring.get(kid) if ring is not None else None
+        key = file_ring.get(kid) if file_ring is not None else None
         if key is None:
             item.error(f"no key {kid!r} in the keyring (keys_file)")
         if key.algorithm not in JWS_ALGORITHMS:

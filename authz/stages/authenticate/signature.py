@@ -28,6 +28,10 @@ Policy section, by example::
         clock_skew: 5s         # tolerance on created / expires (default 5s)
         nonce: required        # required | optional (default required)
         keys: [bot-ed25519]    # key ids this profile accepts (default: every RFC 9421 key)
+
+Without a ``keys`` list a profile accepts every key of the keyring with an
+RFC 9421 algorithm, keystore keys included (docs/keys.md): a key created,
+rotated or revoked through the admin API applies at once.
 """
 
 from __future__ import annotations
@@ -379,13 +383,15 @@ def _components(node: Node) -> tuple[str, ...]:
 def allowed_keys(node: Node, cc: CompileContext[KeyRing], algorithms: Collection[str], what: str) -> frozenset[str] | None:
     """The ``keys`` allow-list of a profile, each checked against the keyring; None for "any"."""
     if not node.has("keys"):
-        if not any(k.algorithm in algorithms for k in cc.keyring):
+        if cc.keystore is None and not any(k.algorithm in algorithms for k in cc.keyring):
             node.error(f"no key in the keys file has {what} (set keys_file and add one)")
         return None
     allowed = set()
+    # a list names keys of the keys file: keystore keys come and go at run time (open profiles take them)
+    file_ring = getattr(cc.keyring, "file_ring", cc.keyring)
     for item in node.get("keys").items():
         kid = item.str()
-        key = cc.keyring.get(kid)
+        key = file_ring.get(kid)
         if key is None:
             item.error(f"no key {kid!r} in the keys file")
         if key.algorithm not in algorithms:

@@ -3,11 +3,21 @@
 -- KEYS    the keys of every operation, in operation order (each operation's keys share a hash slot)
 -- ARGV[1] now, ms since the epoch (the engine's clock, never Redis's)
 -- ARGV[2] the batch id (the value a claim is stored with, so a compensation removes only its own)
--- ARGV[3] the number of operations
+-- ARGV[3] the mode: 0 apply, 1 dry run (compute every reply, write nothing)
+-- ARGV[4] the number of operations
 -- then, per operation: its function name, its number of keys, its number of arguments, its arguments
 --
 -- Returns {refused, reply_1, ..., reply_n}: refused is 1 when an enforced operation refused, in
 -- which case no spending write of the batch was applied (observations were).
+--
+-- Every command goes through read() or write(). Applying, both are redis.call itself. In a dry
+-- run, write() changes nothing in Redis: it records its effect in a table of this script, and
+-- read() answers from that table for the keys the batch wrote, so each operation sees the writes
+-- of the operations before it exactly as when applying. The one effect that cannot be computed
+-- without Redis is a HyperLogLog's count after PFADD: a dry run adds the member to a copy of the
+-- HyperLogLog (same key name plus '~dry', so the same hash slot; never the name of a real key,
+-- which ends in its window's index) and deletes every copy before it returns. The copy lives
+-- only inside this atomic script (and expires within a minute if the script were cut short).
 --
 -- Each function mirrors the Python operation of the same name in authz/store/ops.py line by line;
 -- the store contract tests run both on the same pinned clock. A function returns its reply, whether
@@ -19,15 +29,94 @@
 
 local now = tonumber(ARGV[1])
 local batch = ARGV[2]
-local count = tonumber(ARGV[3])
+local dry = ARGV[3] == '1'
+local count = tonumber(ARGV[4])
 
--- values written by earlier operations of this batch that are not applied yet
+local read, write = redis.call, redis.call
+-- dry run: the HyperLogLog copies to delete before returning
+local copies = {}
+
+if dry then
+  -- key -> false (deleted), {v = string value}, {f = hash fields} or {hll = copy}; and ttl (ms)
+  local shadow = {}
+
+  local function fields(key)
+    local s = shadow[key]
+    if s == false then return {} end
+    if s ~= nil then return s.f or {} end
+    local raw, f = redis.call('HGETALL', key), {}
+    for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
+    return f
+  end
+
+  local function hll(key)
+    local s = shadow[key]
+    if s and s.hll then return s.hll end
+    local copy = key .. '~dry'
+    if s == nil and redis.call('EXISTS', key) == 1 then
+      redis.call('COPY', key, copy, 'REPLACE')
+    else
+      redis.call('DEL', copy)
+      redis.call('PFADD', copy)
+    end
+    redis.call('PEXPIRE', copy, 60000)
+    copies[#copies + 1] = copy
+    shadow[key] = {hll = copy}
+    return copy
+  end
+
+  read = function(cmd, key, ...)
+    if cmd == 'PFCOUNT' then return redis.call('PFCOUNT', hll(key)) end
+    local s = shadow[key]
+    if s == nil then return redis.call(cmd, key, ...) end
+    if cmd == 'GET' then return s and s.v or false end
+    if cmd == 'EXISTS' then return s and 1 or 0 end
+    if cmd == 'PTTL' then return s and (s.ttl or -1) or -2 end
+    if cmd == 'HGETALL' then
+      local out = {}
+      for name, v in pairs(fields(key)) do out[#out + 1] = name; out[#out + 1] = v end
+      return out
+    end
+    if cmd == 'HMGET' then
+      local f, out = fields(key), {}
+      for i, name in ipairs({...}) do out[i] = f[name] or false end
+      return out
+    end
+    error('authz: a dry run cannot read with ' .. cmd)
+  end
+
+  write = function(cmd, key, ...)
+    local a = {...}
+    if cmd == 'SET' then  -- SET key value PX ms
+      shadow[key] = {v = tostring(a[1]), ttl = tonumber(a[3])}
+    elseif cmd == 'HSET' then
+      local f, s = fields(key), shadow[key]
+      for i = 1, #a, 2 do f[a[i]] = tostring(a[i + 1]) end
+      shadow[key] = {f = f, ttl = s and s.ttl or nil}
+    elseif cmd == 'PEXPIRE' then
+      if shadow[key] then shadow[key].ttl = tonumber(a[1]) end
+    elseif cmd == 'DEL' then
+      local deleted = 0
+      for _, k in ipairs({key, ...}) do
+        if read('EXISTS', k) == 1 then deleted = deleted + 1 end
+        shadow[k] = false
+      end
+      return deleted
+    elseif cmd == 'PFADD' then
+      return redis.call('PFADD', hll(key), ...)
+    else
+      error('authz: a dry run cannot write with ' .. cmd)
+    end
+  end
+end
+
+-- values written by earlier operations of this batch that are not applied yet (false: forgotten)
 local pending = {}
 
 local function current(key)
   local v = pending[key]
   if v ~= nil then return v end
-  return redis.call('GET', key)
+  return read('GET', key)
 end
 
 local function cooldown_ms(strikes, base, factor, max)
@@ -51,7 +140,7 @@ OPS.take = function(k, a)
   local memory = tonumber(a[9])
   local strikes = 0
   if after > 0 then
-    local held = redis.call('HMGET', k[2], 'until', 'strikes', 'last')
+    local held = read('HMGET', k[2], 'until', 'strikes', 'last')
     if held[1] and now - tonumber(held[3]) < memory then
       local until_ms = tonumber(held[1])
       strikes = tonumber(held[2])
@@ -73,25 +162,29 @@ OPS.take = function(k, a)
     local retry_ms = math.max(math.floor(retry + 0.999), 1)
     local reset_ms = math.floor(tat - now + 0.999)
     local hold = 0
-    if after > 0 then
+    -- a peek (cost 0) is no offence
+    if after > 0 and cost > 0 then
       strikes = strikes + 1
       if strikes >= after then
         hold = cooldown_ms(strikes - after + 1, tonumber(a[6]), tonumber(a[7]), tonumber(a[8]))
       end
-      redis.call('HSET', k[2], 'until', now + hold, 'strikes', strikes, 'last', now)
-      redis.call('PEXPIRE', k[2], math.max(hold, memory) + GC_MARGIN)
+      write('HSET', k[2], 'until', now + hold, 'strikes', strikes, 'last', now)
+      write('PEXPIRE', k[2], math.max(hold, memory) + GC_MARGIN)
       retry_ms = math.max(retry_ms, hold)
     end
     return {0, remaining, retry_ms, reset_ms, hold, strikes}, enforce, nil
   end
   local remaining = math.floor((now - allow_at) / interval)
+  local reply = {1, remaining, 0, math.floor(new_tat - now + 0.999), 0, strikes}
+  -- a peek takes nothing and writes nothing
+  if cost == 0 then return reply, false, nil end
   local expires = math.floor(new_tat + 0.999)
   local text = string.format('%.17g', new_tat)
   pending[k[1]] = text
-  local write = function()
-    redis.call('SET', k[1], text, 'PX', math.max(expires - now, 1) + GC_MARGIN)
+  local spend = function()
+    write('SET', k[1], text, 'PX', math.max(expires - now, 1) + GC_MARGIN)
   end
-  return {1, remaining, 0, math.floor(new_tat - now + 0.999), 0, strikes}, false, write
+  return reply, false, spend
 end
 
 -- ClaimOnce. KEYS: claim, its replay shard's epoch. ARGV: ttl, created.
@@ -99,35 +192,35 @@ end
 -- A claim is stored as "<until>|<batch id>": claimed while until > now (the caller's clock).
 OPS.claim = function(k, a)
   local ttl, created = tonumber(a[1]), tonumber(a[2])
-  local epoch = tonumber(redis.call('GET', k[2]))
+  local epoch = tonumber(read('GET', k[2]))
   if epoch == nil then
     -- the shard has no epoch: this Redis lost its state (flushed, or restarted without
     -- persistence) or never had any. A new epoch begins now.
     epoch = now
-    redis.call('SET', k[2], now, 'PX', EPOCH_TTL)
-  elseif redis.call('PTTL', k[2]) < EPOCH_REFRESH then
-    redis.call('PEXPIRE', k[2], EPOCH_TTL)
+    write('SET', k[2], now, 'PX', EPOCH_TTL)
+  elseif read('PTTL', k[2]) < EPOCH_REFRESH then
+    write('PEXPIRE', k[2], EPOCH_TTL)
   end
   local held = current(k[1])
   if held and tonumber(string.match(held, '^(%d+)')) > now then return 1, true, nil end
   if created < epoch then return 2, true, nil end
   local value = string.format('%d|%s', now + ttl, batch)
   pending[k[1]] = value
-  local write = function()
-    redis.call('SET', k[1], value, 'PX', math.max(ttl, 1) + GC_MARGIN)
+  local spend = function()
+    write('SET', k[1], value, 'PX', math.max(ttl, 1) + GC_MARGIN)
   end
-  return 0, false, write
+  return 0, false, spend
 end
 
 -- CountDistinct. KEYS: the HyperLogLog of the current window (its index is in the key name).
 -- ARGV: member, limit, window, enforce, window end. Reply: {count, exceeded}.
 -- The member is recorded whatever the batch's fate.
 OPS.distinct = function(k, a)
-  redis.call('PFADD', k[1], a[1])
-  if redis.call('PTTL', k[1]) < 0 then
-    redis.call('PEXPIRE', k[1], math.max(tonumber(a[5]) - now, 1) + GC_MARGIN)
+  write('PFADD', k[1], a[1])
+  if read('PTTL', k[1]) < 0 then
+    write('PEXPIRE', k[1], math.max(tonumber(a[5]) - now, 1) + GC_MARGIN)
   end
-  local n = redis.call('PFCOUNT', k[1])
+  local n = read('PFCOUNT', k[1])
   local exceeded = n > tonumber(a[2])
   return {n, exceeded and 1 or 0}, exceeded and a[4] == '1', nil
 end
@@ -143,7 +236,7 @@ OPS.reputation = function(k, a)
   local arrival, num, bitv = a[4] == '1', tonumber(a[5]), tonumber(a[6])
   local alpha, cmin, cvmax, cw = tonumber(a[7]), tonumber(a[8]), tonumber(a[9]), tonumber(a[10])
   local brate, bw, smin, sw = tonumber(a[11]), tonumber(a[12]), tonumber(a[13]), tonumber(a[14])
-  local raw = redis.call('HGETALL', k[1])
+  local raw = read('HGETALL', k[1])
   local st = {}
   for i = 1, #raw, 2 do st[raw[i]] = tonumber(raw[i + 1]) end
   local t = st.t or now
@@ -186,7 +279,7 @@ OPS.reputation = function(k, a)
   for i = 15, #a, 2 do add(a[i], tonumber(a[i + 1])) end
   local prev = r
   if bitv > 0 and bit.band(r, bitv) == 0 then r = r + bitv end
-  redis.call('DEL', k[1])
+  write('DEL', k[1])
   local fields = {'t', now, 'n', string.format('%.17g', n), 'b', string.format('%.17g', b), 'c', c,
                   'm', string.format('%.17g', m), 'v', string.format('%.17g', var), 'r', r, 'q', sq}
   if st.a then fields[#fields + 1] = 'a'; fields[#fields + 1] = st.a end
@@ -204,15 +297,41 @@ OPS.reputation = function(k, a)
       reply[#reply + 1] = math.floor(v * 1000)
     end
   end
-  redis.call('HSET', k[1], unpack(fields))
-  redis.call('PEXPIRE', k[1], ttl + GC_MARGIN)
+  write('HSET', k[1], unpack(fields))
+  write('PEXPIRE', k[1], ttl + GC_MARGIN)
   return reply, false, nil
 end
 
+-- Forget. KEYS: the state another operation keeps for its identity (never a replay shard's
+-- epoch). ARGV: none. Reply: the number of keys removed. Applied whatever the batch's fate (an
+-- observation-like write); the operations after it in the batch see the keys gone.
+OPS.forget = function(k, a)
+  local removed = 0
+  for _, key in ipairs(k) do
+    -- a value an earlier operation of the batch will write counts as there
+    local p = pending[key]
+    if p ~= nil then
+      if p then removed = removed + 1 end
+    elseif read('EXISTS', key) == 1 then
+      removed = removed + 1
+    end
+    pending[key] = false
+  end
+  write('DEL', unpack(k))
+  return removed, false, nil
+end
+
+local function finish(reply)
+  if dry then
+    for _, copy in ipairs(copies) do redis.call('DEL', copy) end
+  end
+  return reply
+end
+
 local replies = {0}
-local writes = {}
+local spends = {}
 local refused = false
-local ki, ai = 1, 4
+local ki, ai = 1, 5
 for i = 1, count do
   local name, nk, na = ARGV[ai], tonumber(ARGV[ai + 1]), tonumber(ARGV[ai + 2])
   local keys, args = {}, {}
@@ -221,15 +340,15 @@ for i = 1, count do
   ki = ki + nk
   ai = ai + 3 + na
   local fn = OPS[name]
-  if fn == nil then return redis.error_reply('authz: unknown operation ' .. tostring(name)) end
-  local reply, refuses, write = fn(keys, args)
+  if fn == nil then return finish(redis.error_reply('authz: unknown operation ' .. tostring(name))) end
+  local reply, refuses, spend = fn(keys, args)
   replies[i + 1] = reply
   if refuses then refused = true end
-  if write then writes[#writes + 1] = write end
+  if spend then spends[#spends + 1] = spend end
 end
 if refused then
   replies[1] = 1
-else
-  for _, write in ipairs(writes) do write() end
+elseif not dry then
+  for _, spend in ipairs(spends) do spend() end
 end
-return replies
+return finish(replies)

@@ -24,6 +24,11 @@ Keys file, by example::
         public_key_file: keys/old.pem
         status: revoked              # active (default) | revoked
         not_after: "2027-01-01T00:00:00Z"
+
+Keys can also be managed at run time, in the keystore (``authz.keys.keystore``,
+docs/keys.md): encrypted at rest, shared by every instance, rotated and
+revoked through the admin API. ``authz.keys.live.LiveKeyRing`` merges the two
+sources behind this module's ``KeyRing`` interface.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ class Key:
     not_after_ms: int | None = None
     #: "keys.yaml:12", for messages
     where: str = ""
+    #: "file" (the policy's keys file) or "keystore" (managed at run time)
+    source: str = "file"
 
     @property
     def family(self) -> str:
@@ -71,17 +78,25 @@ class Key:
 
 
 class KeyRing:
-    """Keys by id. Immutable; a reload builds a new ring with a new ``version``."""
+    """Keys by id. Immutable; a reload builds a new ring with a new ``version``.
 
-    __slots__ = ("_keys", "version", "file")
+    ``version`` is unique across every ring of the process: a cache keyed on
+    (ring, version) drops its entries when the keys it saw change, whichever
+    ring object holds them (``authz.keys.live`` replaces its contents in place).
+    """
+
+    __slots__ = ("_keys", "_version", "file")
 
     _versions = 0
 
     def __init__(self, keys: dict[str, Key], file: str = "") -> None:
         self._keys = dict(keys)
         self.file = file
-        KeyRing._versions += 1
-        self.version = KeyRing._versions
+        self._version = next_version()
+
+    @property
+    def version(self) -> int:
+        return self._version
 
     def get(self, key_id: str) -> Key | None:
         return self._keys.get(key_id)
@@ -91,6 +106,12 @@ class KeyRing:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+def next_version() -> int:
+    """A keyring version never used before in this process."""
+    KeyRing._versions += 1
+    return KeyRing._versions
 
 
 EMPTY_KEYRING = KeyRing({})
