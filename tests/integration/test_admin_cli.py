@@ -255,3 +255,32 @@ def test_the_cli_over_mtls(tmp_path: Path) -> None:
         reply = json.loads(authz(server, "policy", "reload", "--json", *tls, "--cert", str(ops.cert), "--key", str(ops.key), token=False).stdout)
         assert reply["result"] == "unchanged"
         assert [(r["who"], r["auth"], r["action"]) for r in audit_records(log)] == [("oncall", "certificate", "policy.reload")]
+
+
+def test_with_a_keystore_the_keys_services_are_listed_by_reflection(keyed: Server) -> None:
+    done = subprocess.run(
+        [str(venv_bin("grpcurl")), "-plaintext", "-max-time", "5", "-H", f"authorization: Bearer {keyed.token}", keyed.addr, "list"],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert {"authz.admin.v1.Keys", "authz.admin.v1.ApiKeys", "authz.admin.v1.Decisions"} <= set(done.stdout.split())
+
+
+def test_with_workers_worker_0_alone_serves_the_admin_api(tmp_path: Path) -> None:
+    from tests.support.redis import RedisServer
+
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    token = new_token()
+    with RedisServer() as redis:
+        proc, grpc_port = start_authz(
+            tmp_path / "policy.yaml", "--no-http", "--workers", "2", "--store", redis.url, env={"AUTHZ_ADMIN_TOKENS": f"ops:{token}"}
+        )
+        with proc:
+            from tests.support.procs import wait_grpc_serving
+
+            wait_grpc_serving(f"{LOOPBACK}:{grpc_port + 1}", proc=proc)  # worker 1 started: it did not fight for the admin port
+            server = Server(proc, token, tmp_path, tmp_path / "none")
+            assert json.loads(authz(server, "policy", "show", "--json").stdout)["routes"] == ["api"]
+            log = proc.log_text()
+            assert log.count("admin API on 127.0.0.1:") == 1 and "exited with" not in log
+            assert token not in log
