@@ -25,7 +25,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from tests.support.admin import new_token, write_tokens
 from tests.support.certs import Authority
-from tests.support.procs import LOOPBACK, Proc, start_authz, venv_bin
+from tests.support.procs import LOOPBACK, Proc, free_pair, free_port, start_authz, venv_bin
 
 POLICY = """
 version: 1
@@ -222,9 +222,9 @@ def test_apikeys_create_list_rotate_revoke(keyed: Server) -> None:
     created = authz(server, "apikeys", "create", "--name", "billing-export", "--owner", "alice", "--tier", "gold")
     key_line = next(line for line in created.stdout.splitlines() if line.startswith("key: "))
     key = key_line.removeprefix("key: ")
-    assert key.startswith("azk_")
-    key_id = key.split("_")[1]
     listed = json.loads(authz(server, "apikeys", "list", "--owner", "alice", "--json").stdout)
+    key_id = listed["api_keys"][0]["id"]
+    assert key.startswith(f"azk_{key_id}_")
     assert [(k["id"], k["owner"], k["tier"], k["status"]) for k in listed["api_keys"]] == [(key_id, "alice", "gold", "active")]
     assert key not in json.dumps(listed)
     rotated = json.loads(authz(server, "apikeys", "rotate", key_id, "--json").stdout)
@@ -271,10 +271,16 @@ def test_with_workers_worker_0_alone_serves_the_admin_api(tmp_path: Path) -> Non
 
     (tmp_path / "policy.yaml").write_text(POLICY)
     token = new_token()
+    base = free_pair()  # worker i serves gRPC on the base port + i
+    admin_port = free_port()
+    while admin_port in (base, base + 1):
+        admin_port = free_port()
     with RedisServer() as redis:
         proc, grpc_port = start_authz(
-            tmp_path / "policy.yaml", "--no-http", "--workers", "2", "--store", redis.url, env={"AUTHZ_ADMIN_TOKENS": f"ops:{token}"}
-        )
+            tmp_path / "policy.yaml", "--no-http", "--workers", "2", "--store", redis.url, "--admin-listen", f"{LOOPBACK}:{admin_port}",
+            port=base, env={"AUTHZ_ADMIN_TOKENS": f"ops:{token}"},
+        )  # fmt: skip
+        proc.ports["admin"] = admin_port
         with proc:
             from tests.support.procs import wait_grpc_serving
 

@@ -57,6 +57,19 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+def free_pair(host: str = LOOPBACK) -> int:
+    """A free port whose successor is free too (with --workers, worker i listens on the base port + i)."""
+    for _ in range(50):
+        base = free_port(host)
+        try:
+            with socket.socket() as s:
+                s.bind((host, base + 1))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no two consecutive free ports")
+
+
 def wait_port(host: str, port: int, timeout: float = 10.0, proc: Proc | None = None) -> None:
     """Wait until something accepts TCP connections on host:port.
 
@@ -648,6 +661,7 @@ __all__ = [
     "envoy_ports",
     "envoy_stat",
     "failure_sections",
+    "free_pair",
     "free_port",
     "http_request",
     "render_envoy_config",
