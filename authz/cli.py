@@ -29,7 +29,7 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--config", "-c", envvar="AUTHZ_CONFIG", show_envvar=True, required=True, type=click.Path(dir_okay=False), help="Policy file (YAML).")
-@click.option("--grpc-listen", envvar="AUTHZ_GRPC_LISTEN", show_envvar=True, default="127.0.0.1:9191", show_default=True, help="host:port for gRPC: ext_authz, admin, health, reflection.")
+@click.option("--grpc-listen", envvar="AUTHZ_GRPC_LISTEN", show_envvar=True, default="127.0.0.1:9191", show_default=True, help="host:port of the gRPC listener Envoy calls: ext_authz, the access log service, health, reflection (the admin API is on --admin-listen).")
 @click.option("--http-listen", envvar="AUTHZ_HTTP_LISTEN", show_envvar=True, default="127.0.0.1:9190", show_default=True, help="host:port of the HTTP door (Envoy http_service, Traefik/Caddy forward-auth, nginx auth_request); '' turns it off.")
 @click.option("--no-http", is_flag=True, envvar="AUTHZ_NO_HTTP", show_envvar=True, help="Do not serve the HTTP door (same as --http-listen '').")
 @click.option("--http-mode", envvar="AUTHZ_HTTP_MODE", show_envvar=True, default="/envoy=envoy,/forward-auth=forward-auth,/nginx=nginx", show_default=True, help="HTTP convention per path prefix of the authorization request, '[PREFIX=]MODE[,...]' with MODE envoy|forward-auth|nginx|auto; a bare MODE covers every path. Envoy http_service: set path_prefix to the prefix (e.g. /envoy), which authz strips. Forward-auth: address http://HOST:PORT/forward-auth. nginx: proxy_pass http://HOST:PORT/nginx. GET /healthz answers 200 (503 while draining) when no prefix claims it.")
@@ -59,6 +59,12 @@ def cli() -> None:
 @click.option("--decision-log-format", envvar="AUTHZ_DECISION_LOG_FORMAT", show_envvar=True, default="authz", show_default=True, type=click.Choice(("authz", "ecs")), help="Field names of the decision log: authz's own, or Elastic Common Schema (docs/operations.md).")
 @click.option("--decision-log-max-bytes", envvar="AUTHZ_DECISION_LOG_MAX_BYTES", show_envvar=True, default=0, show_default=True, type=click.IntRange(min=0), help="Rotate the decision log to FILE.1 when it reaches this size; 0 never (SIGUSR1 reopens the file for logrotate).")
 @click.option("--otel/--no-otel", envvar="AUTHZ_OTEL", show_envvar=True, default=False, show_default=True, help="OpenTelemetry spans per decision and stage, under the caller's traceparent; configured by the OTEL_* variables. Needs pip install 'authz[otel]'.")
+@click.option("--admin-listen", envvar="AUTHZ_ADMIN_LISTEN", show_envvar=True, default="127.0.0.1:9194", show_default=True, help="host:port of the admin API (keys, API keys, decisions, explain, clients, policy; docs/admin.md); '' turns it off. It starts only with a credential: --admin-tokens-file, AUTHZ_ADMIN_TOKENS or --admin-client-ca (on loopback, --admin-insecure-no-auth); without one a warning says it is off. With --workers, worker 0 serves it.")
+@click.option("--admin-tokens-file", envvar="AUTHZ_ADMIN_TOKENS_FILE", show_envvar=True, default="", metavar="FILE", help="Admin bearer tokens, one 'name:token' per line (or YAML tokens: [{name, token}]), reloaded when the file changes. AUTHZ_ADMIN_TOKENS='name:token,...' adds tokens from the environment; tokens are never taken from the command line.")
+@click.option("--admin-tls-cert", envvar="AUTHZ_ADMIN_TLS_CERT", show_envvar=True, default="", metavar="PEM", help="Serve the admin API over TLS with this certificate chain (with --admin-tls-key); reloaded on change.")
+@click.option("--admin-tls-key", envvar="AUTHZ_ADMIN_TLS_KEY", show_envvar=True, default="", metavar="PEM", help="The private key of --admin-tls-cert (unencrypted PEM).")
+@click.option("--admin-client-ca", envvar="AUTHZ_ADMIN_CLIENT_CA", show_envvar=True, default="", metavar="PEM", help="mTLS on the admin API: callers need a certificate from these CAs, whose subject CN names them in the audit log.")
+@click.option("--admin-insecure-no-auth/--no-admin-insecure-no-auth", envvar="AUTHZ_ADMIN_INSECURE_NO_AUTH", show_envvar=True, default=False, help="INSECURE: serve the admin API to every caller without a credential; refused unless --admin-listen is a loopback address.")
 @click.option("--keystore", envvar="AUTHZ_KEYSTORE", show_envvar=True, default="", help="Managed keys and API keys (docs/keys.md): a file path, or a Redis URL (redis://, rediss://, unix://, redis+cluster://) shared by every instance. Needs a master key (--master-key-file or AUTHZ_MASTER_KEY).")
 @click.option("--master-key-file", envvar="AUTHZ_MASTER_KEY_FILE", show_envvar=True, default="", type=click.Path(dir_okay=False), help="File holding the keystore's master key (base64 of 32 random bytes), or several as id:base64 lines, the first encrypting; else the AUTHZ_MASTER_KEY variable. Never give the key itself on the command line.")
 def serve(**options: object) -> None:
@@ -332,6 +338,17 @@ def _runner(use_uvloop: bool):  # type: ignore[no-untyped-def]
             return asyncio.run
         return uvloop.run
     return asyncio.run
+
+
+def _add_admin_commands() -> None:
+    """keys, apikeys, decisions, client, policy: the admin API's commands (authz/admin_cli.py)."""
+    from authz.admin_cli import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_admin_commands()
 
 
 def main() -> None:

@@ -17,6 +17,12 @@ writer close and open the path again before its next write; with
 the writer thread, between two batches. ``serialize`` turns a decision into
 the JSON object of its line (``Decision.to_record``, or the Elastic Common
 Schema view).
+
+The admin API's audit records (who changed what: a key, an API key, a
+client's state, the policy) go into the same file, one JSON line each with
+``"event": "audit"`` (``audit(record)``), queued and written by the same
+background writer; ``serialize_audit`` may reshape them (ECS). They are
+never dropped for overload: changes are rare and each one must be traceable.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class DecisionLog:
         flush_interval: float = 0.2,
         serialize: Callable[[Decision], dict[str, Any]] = Decision.to_record,
         max_bytes: int = 0,
+        serialize_audit: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         """:param path: JSON lines file, ``-`` for standard output, None for no file.
         :param serialize: a decision's line, as a JSON-able dict
@@ -59,12 +66,15 @@ class DecisionLog:
         self.ring: deque[Decision] = deque(maxlen=ring_size)
         self._by_id: dict[str, Decision] = {}
         self._pending: deque[Decision] = deque()
+        self._audits: deque[dict[str, Any]] = deque()
+        self._serialize_audit = serialize_audit
         self._max_pending = max_pending
         self._flush_interval = flush_interval
         self._task: asyncio.Task[None] | None = None
         self._file: IO[str] | None = None
         self.dropped = 0
         self.written = 0
+        self.audits_written = 0
 
     def record(self, decision: Decision) -> None:
         ring = self.ring
@@ -77,6 +87,11 @@ class DecisionLog:
                 self._pending.popleft()
                 self.dropped += 1
             self._pending.append(decision)
+
+    def audit(self, record: dict[str, Any]) -> None:
+        """Queue an audit record (a JSON-able dict with ``"event": "audit"``) for the file, if there is one."""
+        if self.path is not None:
+            self._audits.append(record)
 
     def get(self, decision_id: str) -> Decision | None:
         return self._by_id.get(decision_id)
@@ -109,14 +124,19 @@ class DecisionLog:
         self._file = None
 
     async def flush(self) -> None:
-        if not self._pending or self._file is None:
+        if (not self._pending and not self._audits) or self._file is None:
             return
         batch = list(self._pending)
         self._pending.clear()
+        audits = list(self._audits)
+        self._audits.clear()
         serialize = self._serialize
         text = "".join(json.dumps(serialize(d), separators=(",", ":")) + "\n" for d in batch)
+        shape = self._serialize_audit
+        text += "".join(json.dumps(shape(a) if shape else a, separators=(",", ":"), default=str) + "\n" for a in audits)
         await asyncio.to_thread(self._write, text)
         self.written += len(batch)
+        self.audits_written += len(audits)
 
     def reopen(self) -> None:
         """Close and open the file again before the next write (SIGUSR1, after logrotate moved it)."""

@@ -7,6 +7,7 @@ the policy file; settings say how the process runs.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ REDIS_KEYSTORE_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cl
 class Settings:
     #: the policy file
     config: str
-    #: host:port of the gRPC listener (ext_authz, admin, health, reflection)
+    #: host:port of the gRPC listener Envoy calls (ext_authz, the access log service, health, reflection)
     grpc_listen: str = "127.0.0.1:9191"
     #: host:port of the HTTP door (Envoy http_service, forward-auth, nginx auth_request); "" turns it off
     http_listen: str = "127.0.0.1:9190"
@@ -78,6 +79,20 @@ class Settings:
     decision_log_max_bytes: int = 0
     #: OpenTelemetry spans per stage (the optional extra authz[otel]; OTEL_* variables configure it)
     otel: bool = False
+    #: host:port of the admin listener (the authz.admin.v1 services); "" turns it off
+    #: (``authz serve``'s default: 127.0.0.1:9194). It starts only with a credential configured:
+    #: admin tokens, a client CA, or on loopback ``admin_insecure_no_auth`` (server/admin_auth.py)
+    admin_listen: str = ""
+    #: TLS of the admin listener; with a client CA every caller needs a certificate it issued,
+    #: and the certificate's subject CN names the caller
+    admin_tls_cert: str = ""
+    admin_tls_key: str = ""
+    admin_client_ca: str = ""
+    #: a file of admin tokens (``name:token`` lines, or YAML ``tokens: [{name, token}]``), reloaded
+    #: when it changes; tokens can also come from AUTHZ_ADMIN_TOKENS, never from the command line
+    admin_tokens_file: str = ""
+    #: serve the admin API without any credential (loopback only; insecure, logged as such)
+    admin_insecure_no_auth: bool = False
     #: managed keys and API keys (docs/keys.md): "" for none, a file path, or a Redis URL
     #: (redis://, rediss://, unix://, redis+cluster://, rediss+cluster://)
     keystore: str = ""
@@ -101,7 +116,14 @@ class Settings:
             raise ConfigError("settings", 0, "store_deadline", f"must be 1 to 10000 ms; got {self.store_deadline}")
         if not 1 <= self.workers <= 64:
             raise ConfigError("settings", 0, "workers", f"must be 1 to 64; got {self.workers}")
-        for door in ("grpc", "http"):
+        if self.admin_listen:
+            admin_host, _ = split_hostport(self.admin_listen, "admin_listen")
+            if self.admin_insecure_no_auth and not is_loopback(admin_host):
+                raise ConfigError(
+                    "settings", 0, "admin_insecure_no_auth",
+                    f"serving the admin API without authentication is allowed on a loopback address only, not {admin_host!r}",
+                )  # fmt: skip
+        for door in ("grpc", "http", "admin"):
             cert, key, ca = (getattr(self, f"{door}_{n}") for n in ("tls_cert", "tls_key", "client_ca"))
             if bool(cert) != bool(key):
                 raise ConfigError("settings", 0, f"{door}_tls_cert", f"--{door}-tls-cert and --{door}-tls-key go together")
@@ -123,7 +145,6 @@ class Settings:
                 " its own nonces and buckets, splitting replay protection and quotas between them",
             )  # fmt: skip
 
-
     def _validate_keystore(self) -> None:
         if not self.keystore:
             if self.master_key_file:
@@ -144,6 +165,16 @@ class Settings:
                 "a keystore needs its master key: --master-key-file FILE or AUTHZ_MASTER_KEY (base64 of 32 random bytes,"
                 " or id:base64,... for rotation); never on the command line",
             )  # fmt: skip
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` a loopback address (127.0.0.0/8, ::1) or ``localhost``?"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def split_hostport(value: str, field: str) -> tuple[str, int]:

@@ -64,9 +64,12 @@ _TIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?$|^\[[0-9a-f:.]+\](:\d+)?$")
 
 
-def load_policy(path: str, text: str | None = None, *, keystore: Keystore | None = None) -> Policy:
+def load_policy(path: str, text: str | None = None, *, base_dir: str | None = None, keystore: Keystore | None = None) -> Policy:
     """Read, validate and compile a policy file.
 
+    :param text: the policy's text, instead of reading ``path`` (errors still name ``path``)
+    :param base_dir: where the files it names are, when not beside ``path`` (a candidate
+        validated against the running policy's directory)
     :param keystore: a started keystore whose keys join the keys file's (authz.keys.live)
         and whose API keys serve the ``api_key`` methods
     :raises ConfigError: naming the file, line and field of the first problem
@@ -74,11 +77,10 @@ def load_policy(path: str, text: str | None = None, *, keystore: Keystore | None
     if text is None:
         text = source.read_text(path)
     root = source.load(path, text)
-    cc: CompileContext[KeyRing] = CompileContext(
-        file=path, base_dir=os.path.dirname(os.path.abspath(path)), keyring=EMPTY_KEYRING, keystore=keystore
-    )
+    base = base_dir if base_dir is not None else os.path.dirname(os.path.abspath(path))
+    cc: CompileContext[KeyRing] = CompileContext(file=path, base_dir=base, keyring=EMPTY_KEYRING, keystore=keystore)
     policy = compile_policy(root, cc)
-    return dataclasses.replace(policy, version=version_of(text, cc.reads), files=(path, *cc.reads))
+    return dataclasses.replace(policy, version=version_of(text, cc.reads), files=(path, *cc.reads), text=text)
 
 
 def version_of(text: str, reads: list[str]) -> str:

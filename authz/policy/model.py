@@ -72,3 +72,5 @@ class Policy:
     evidence: Evidence = Evidence()
     #: the policy file and every file it read (keys, address lists, JWKS...): what a reload watches
     files: tuple[str, ...] = ()
+    #: the policy file's text as it was compiled (the admin API's ShowPolicy)
+    text: str = ""

@@ -1,8 +1,15 @@
 """Wiring: one place that builds the process from settings.
 
-``App`` owns the engine, the store, the decision log and the gRPC server
-(ext_authz, access log, admin, health, reflection). ``serve(settings)`` runs it until
-SIGTERM/SIGINT:
+``App`` owns the engine, the store, the decision log and two gRPC servers:
+the one Envoy calls (``--grpc-listen``: ext_authz, the access log service,
+health and reflection of those) and the admin listener (``--admin-listen``:
+the authz.admin.v1 services, each call authenticated and every change
+audited, with health and reflection of its own; server/admin_auth.py). The
+admin API is never on the listener Envoy (and whatever reaches Envoy's
+network) can call. With ``--workers`` only worker 0 serves it: the admin
+API reads and changes shared state (the store, the keystore) the same way
+from any worker, and the decision ring and watchers it shows are worker 0's.
+``serve(settings)`` runs it until SIGTERM/SIGINT:
 
 1. health turns NOT_SERVING for every service (Envoy's gRPC health check moves
    traffic away), and for ``drain`` seconds checks are still answered (a
@@ -40,8 +47,10 @@ from authz.policy.model import Policy
 from authz.server import tls
 from authz.server.access_log import SERVICE_NAME as ACCESS_LOG
 from authz.server.access_log import AccessLogService
-from authz.server.admin import DecisionsService
-from authz.server.ecs import to_ecs
+from authz.server.admin import ClientsService, DecisionsService, PolicyService, Watchers
+from authz.server.admin_auth import Audit, admin_auth
+from authz.server.admin_keys import ApiKeysService, KeysService
+from authz.server.ecs import audit_to_ecs, to_ecs
 from authz.server.ext_authz import SERVICE_NAME as EXT_AUTHZ
 from authz.server.ext_authz import AuthorizationService
 from authz.server.guard import add_guarded
@@ -56,7 +65,7 @@ from authz.store import store_from_url
 
 log = logging.getLogger("authz.server")
 
-ADMIN_SERVICES = (admin_pb2.DESCRIPTOR.services_by_name["Decisions"].full_name,)
+HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 #: the gRPC health service name of the store component (authz itself keeps serving when it fails:
 #: each route's on_store_error says what a failure means)
 STORE_SERVICE = "authz.store"
@@ -81,10 +90,16 @@ class App:
         log_path = settings.decision_log or None
         if log_path not in (None, "-") and settings.worker_index >= 0:
             log_path = f"{log_path}.worker-{settings.worker_index}"  # one writer per file
+        ecs = settings.decision_log_format == "ecs"
         self.decisions = DecisionLog(
             log_path, ring_size=settings.decision_ring, max_bytes=settings.decision_log_max_bytes,
-            serialize=to_ecs if settings.decision_log_format == "ecs" else Decision.to_record,
+            serialize=to_ecs if ecs else Decision.to_record, serialize_audit=audit_to_ecs if ecs else None,
         )  # fmt: skip
+        #: who may call the admin API (raises ConfigError for an unusable tokens file), and its audit trail
+        self.admin_auth = admin_auth(settings)
+        self.audit = Audit(self.decisions.audit)
+        #: WatchDecisions calls, fed by every decision without waiting
+        self.watchers = Watchers()
         self._route_names = frozenset(r.name for r in self.policy.routes)
         #: per-decision counters for /metrics (server/metrics.py); everything else is read when scraped
         self.metrics = DecisionMetrics(lambda: self._route_names)
@@ -99,6 +114,9 @@ class App:
         self.access_log = AccessLogService(self.engine)
         self.server: grpc.aio.Server | None = None
         self.grpc_port = 0
+        self.admin_server: grpc.aio.Server | None = None
+        self.admin_port = 0
+        self.admin_health = HealthServicer()
         self.http: HttpServer | None = None
         self.http_port = 0
         self._serving = False
@@ -118,7 +136,34 @@ class App:
 
     @property
     def service_names(self) -> tuple[str, ...]:
-        return (EXT_AUTHZ, ACCESS_LOG, *ADMIN_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        """The services of the listener Envoy calls."""
+        return (EXT_AUTHZ, ACCESS_LOG, HEALTH)
+
+    def admin_servicers(self) -> list[tuple[Any, Any, str]]:
+        """(generated register function, servicer, service name) of each admin service.
+
+        Keys and ApiKeys are served with a keystore (``--keystore``) only: without one there is
+        nothing they could manage.
+        """
+        names = admin_pb2.DESCRIPTOR.services_by_name
+        clock = self.clock
+        keyed: list[tuple[Any, Any, str]] = []
+        if self.keystore is not None:
+            keyed = [
+                (admin_pb2_grpc.add_KeysServicer_to_server, KeysService(self.keystore, self.audit), names["Keys"].full_name),
+                (admin_pb2_grpc.add_ApiKeysServicer_to_server, ApiKeysService(self.keystore, self.audit), names["ApiKeys"].full_name),
+            ]
+        return [
+            *keyed,
+            (admin_pb2_grpc.add_DecisionsServicer_to_server, DecisionsService(self.decisions, self.engine, self.watchers), names["Decisions"].full_name),
+            (admin_pb2_grpc.add_ClientsServicer_to_server, ClientsService(self.engine, self.audit, clock.now_ms), names["Clients"].full_name),
+            (admin_pb2_grpc.add_PolicyServicer_to_server, PolicyService(self.engine, self.reloader, self.audit), names["Policy"].full_name),
+        ]
+
+    @property
+    def admin_service_names(self) -> tuple[str, ...]:
+        """The services of the admin listener (health included)."""
+        return (*(name for _, _, name in self.admin_servicers()), HEALTH)
 
     def components(self) -> dict[str, Any]:
         """Each component's health, for /healthz (never waits on a backend)."""
@@ -171,7 +216,6 @@ class App:
         server.add_generic_rpc_handlers([AuthorizationService(self.engine).handler()])
         # the other services: undecodable bytes get INVALID_ARGUMENT, never a traceback (guard.py)
         add_guarded(server, als_pb2_grpc.add_AccessLogServiceServicer_to_server, self.access_log)
-        add_guarded(server, admin_pb2_grpc.add_DecisionsServicer_to_server, DecisionsService(self.decisions))
         add_guarded(server, health_pb2_grpc.add_HealthServicer_to_server, self.health)
         add_guarded(
             server,
@@ -192,6 +236,7 @@ class App:
             raise ConfigError(
                 "settings", 0, "grpc_listen", f"cannot listen on {self._grpc_address()} (in use, or not a local address)"
             )
+        admin = self._admin_server()  # binds before anything serves: a taken port fails the start cleanly
         if self.settings.http_listen:
             await self._start_http()  # before gRPC serves: a taken port must fail the start cleanly
         if self.settings.metrics_dir:  # a worker: the supervisor serves the metrics
@@ -205,6 +250,9 @@ class App:
         await self.store.start()  # connects in the background; never waits for the backend
         await server.start()
         self.server = server
+        if admin is not None:
+            await admin.start()
+            self.admin_server = admin
         await self._set_health(SERVING)
         await self.health.set(STORE_SERVICE, SERVING if self.store.health().serving else NOT_SERVING)
         self._probe = asyncio.create_task(self._watch_store(), name="store-probe")
@@ -222,6 +270,46 @@ class App:
             len(self.policy.routes),
             self.store.describe(),
         )
+
+    def _admin_server(self) -> grpc.aio.Server | None:
+        """The admin listener, bound (not started); None when it is off, or cannot be authenticated."""
+        st = self.settings
+        if not st.admin_listen or st.worker_index > 0:
+            return None
+        auth = self.admin_auth
+        if not auth.configured:
+            log.warning(
+                "admin listener %s not started: no admin credential is configured (set --admin-tokens-file or"
+                " AUTHZ_ADMIN_TOKENS, or --admin-client-ca; on loopback, --admin-insecure-no-auth)", st.admin_listen,
+                extra={"event": "admin.disabled"},
+            )  # fmt: skip
+            return None
+        if auth.insecure and not len(auth.tokens) and not auth.mtls:
+            log.warning("INSECURE: the admin API on %s accepts every caller without authentication (--admin-insecure-no-auth)", st.admin_listen)
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 << 20)])
+        for register, servicer, _ in self.admin_servicers():
+            add_guarded(server, register, servicer, auth=auth.check)
+        add_guarded(server, health_pb2_grpc.add_HealthServicer_to_server, self.admin_health)  # probes need no credential
+        add_guarded(
+            server,
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+            reflection.aio.ReflectionServicer((*self.admin_service_names, reflection.SERVICE_NAME)),
+            auth=auth.check,
+        )  # fmt: skip
+        try:
+            if st.admin_tls_cert:
+                creds = tls.server_credentials(st.admin_tls_cert, st.admin_tls_key, st.admin_client_ca or None, name="admin")
+                self.admin_port = server.add_secure_port(st.admin_listen, creds)
+            else:
+                self.admin_port = server.add_insecure_port(st.admin_listen)
+        except RuntimeError:
+            self.admin_port = 0
+        if self.admin_port == 0:
+            raise ConfigError("settings", 0, "admin_listen", f"cannot listen on {st.admin_listen} (in use, or not a local address)")
+        scheme = ("mTLS" if st.admin_client_ca else "TLS") if st.admin_tls_cert else "plaintext"
+        host = st.admin_listen.rpartition(":")[0]
+        log.info("admin API on %s:%d (%s; callers authenticate with %s)", host, self.admin_port, scheme, auth.describe())
+        return server
 
     async def _start_http(self) -> None:
         door = HttpDoor(self.engine, self.modes, serving=lambda: self._serving, components=self.components)
@@ -246,6 +334,10 @@ class App:
         await self.health.set("", status)
         for name in self.service_names:
             await self.health.set(name, status)
+        if self.admin_server is not None:
+            await self.admin_health.set("", status)
+            for name in self.admin_service_names:
+                await self.admin_health.set(name, status)
 
     def reload(self) -> bool:
         """Load the policy file again now; keep the running policy if it does not validate."""
@@ -259,6 +351,7 @@ class App:
     def _on_decision(self, decision: Decision) -> None:
         self.decisions.record(decision)
         self.metrics.record(decision)
+        self.watchers.publish(decision)
 
     async def stop(self) -> None:
         """Drain, close the listeners, let in-flight checks finish. A second call ends the drain."""
@@ -279,6 +372,8 @@ class App:
         stopping = []
         if self.server is not None:
             stopping.append(self.server.stop(self.settings.grace))
+        if self.admin_server is not None:
+            stopping.append(self.admin_server.stop(min(self.settings.grace, 1.0)))  # watchers end with it
         if self.http is not None:
             stopping.append(self.http.stop())
         await asyncio.gather(*stopping)

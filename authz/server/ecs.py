@@ -116,3 +116,22 @@ def to_ecs(d: Decision) -> dict[str, Any]:
 
 
 __all__ = ["ECS_VERSION", "to_ecs"]
+
+
+def audit_to_ecs(record: dict[str, Any]) -> dict[str, Any]:
+    """An admin audit record (server/admin_auth.py) as an ECS document: ``event.dataset`` authz.audit.
+
+    ``event`` is an ECS object, so the record's ``"event": "audit"`` becomes
+    ``event.kind: event`` with ``event.dataset: authz.audit``; the change's own
+    details go under ``authz.audit``.
+    """
+    known = {"event", "time_ms", "who", "auth", "peer", "action", "target"}
+    return {
+        "@timestamp": _timestamp(int(record.get("time_ms", 0))),
+        "ecs": {"version": ECS_VERSION},
+        "event": {"kind": "event", "category": ["configuration"], "type": ["change"], "action": record.get("action", ""), "dataset": "authz.audit", "module": "authz"},
+        "user": {"name": record.get("who", "")},
+        "source": {"address": record.get("peer", "")},
+        "service": {"name": "authz"},
+        "authz": {"audit": {"target": record.get("target", ""), "auth": record.get("auth", ""), **{k: v for k, v in record.items() if k not in known}}},
+    }

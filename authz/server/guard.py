@@ -12,6 +12,10 @@ quote request data) and answered ``INTERNAL``.
 The ext_authz service is not registered here: it has its own deserializer that
 turns undecodable bytes into a deny (authz/server/ext_authz.py).
 
+With ``auth`` (the admin listener: ``admin_auth.AdminAuth.check``) every
+method first authenticates its caller, which aborts the call when it is
+refused; the method then runs with the caller known (``current_caller``).
+
 Registration happens once at start-up; per call the only cost is a type test.
 """
 
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -27,6 +31,9 @@ import grpc
 from authz.pipeline import safe_traceback
 
 log = logging.getLogger("authz.server")
+
+#: checks a call's caller before its method runs; aborts the call to refuse it
+Auth = Callable[[grpc.aio.ServicerContext, str], Awaitable[None]]
 
 
 class Undecodable:
@@ -58,10 +65,12 @@ async def _refuse(context: grpc.aio.ServicerContext, request: Undecodable) -> No
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
 
 
-def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _unary(behavior: Callable[..., Any], method: str, auth: Auth | None = None) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):  # server streaming as an async generator
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if auth is not None:
+                await auth(context, method)
             if type(request) is Undecodable:
                 await _refuse(context, request)
             async for reply in behavior(request, context):
@@ -70,6 +79,8 @@ def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
         return streaming
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if auth is not None:
+            await auth(context, method)
         if type(request) is Undecodable:
             await _refuse(context, request)
         try:
@@ -83,7 +94,7 @@ def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     return unary
 
 
-def _streamed(behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _streamed(behavior: Callable[..., Any], method: str, auth: Auth | None = None) -> Callable[..., Any]:
     async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async for request in requests:
             if type(request) is Undecodable:
@@ -93,31 +104,35 @@ def _streamed(behavior: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):
 
         async def streaming(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if auth is not None:
+                await auth(context, method)
             async for reply in behavior(checked(requests, context), context):
                 yield reply
 
         return streaming
 
     async def unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        if auth is not None:
+            await auth(context, method)
         return await behavior(checked(requests, context), context)
 
     return unary
 
 
-def guard(service: str, handlers: dict[str, Any], request_types: dict[str, str]) -> dict[str, Any]:
-    """The method handlers of one service with guarded deserializers and behaviours."""
+def guard(service: str, handlers: dict[str, Any], request_types: dict[str, str], auth: Auth | None = None) -> dict[str, Any]:
+    """The method handlers of one service with guarded deserializers and behaviours (and authentication)."""
     out = {}
     for name, h in handlers.items():
         method = f"/{service}/{name}"
         deserialize = safe_deserializer(h.request_deserializer, request_types.get(name, "request message"))
         if h.unary_unary is not None:
-            out[name] = h._replace(request_deserializer=deserialize, unary_unary=_unary(h.unary_unary, method))
+            out[name] = h._replace(request_deserializer=deserialize, unary_unary=_unary(h.unary_unary, method, auth))
         elif h.unary_stream is not None:
-            out[name] = h._replace(request_deserializer=deserialize, unary_stream=_unary(h.unary_stream, method))
+            out[name] = h._replace(request_deserializer=deserialize, unary_stream=_unary(h.unary_stream, method, auth))
         elif h.stream_unary is not None:
-            out[name] = h._replace(request_deserializer=deserialize, stream_unary=_streamed(h.stream_unary))
+            out[name] = h._replace(request_deserializer=deserialize, stream_unary=_streamed(h.stream_unary, method, auth))
         else:
-            out[name] = h._replace(request_deserializer=deserialize, stream_stream=_streamed(h.stream_stream))
+            out[name] = h._replace(request_deserializer=deserialize, stream_stream=_streamed(h.stream_stream, method, auth))
     return out
 
 
@@ -134,10 +149,13 @@ class _Collector:
         self.services[service] = handlers
 
 
-def add_guarded(server: grpc.aio.Server, register: Callable[[Any, Any], None], servicer: Any, pool: Any = None) -> None:
+def add_guarded(
+    server: grpc.aio.Server, register: Callable[[Any, Any], None], servicer: Any, pool: Any = None, *, auth: Auth | None = None
+) -> None:
     """``register(servicer, server)`` (generated code), with every method guarded.
 
     :param pool: where the request message types are looked up by name (the default pool)
+    :param auth: authenticates each call before its method runs (the admin listener)
     """
     from google.protobuf import descriptor_pool
 
@@ -152,6 +170,6 @@ def add_guarded(server: grpc.aio.Server, register: Callable[[Any, Any], None], s
             types = {m.name: m.input_type.full_name for m in desc.methods}
         except KeyError:
             types = {}
-        guarded = guard(service, handlers, types)
+        guarded = guard(service, handlers, types, auth)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, guarded),))
         server.add_registered_method_handlers(service, guarded)

@@ -19,6 +19,13 @@ How calls reach the workers:
   connection per concurrent request, so the kernel's spreading of
   connections spreads requests.
 
+The admin API (``--admin-listen``) is served by worker 0 alone, on the
+configured port: it reads and changes the shared store the same from any
+worker, and one address is what operators and the CLI call. Its decision
+ring and watchers are worker 0's (each worker's decision log file has every
+decision of that worker). ``AUTHZ_ADMIN_TOKENS`` and ``AUTHZ_MASTER_KEY`` are
+passed to the workers in their environment, never on their command line.
+
 Workers need a shared store (Redis): with the memory store each would keep
 its own nonces and buckets (``Settings.validate`` refuses it).
 
@@ -44,10 +51,13 @@ from dataclasses import fields
 from types import FrameType
 from typing import Any
 
+from authz.server.admin_auth import TOKENS_ENV
 from authz.settings import Settings
 
 log = logging.getLogger("authz.workers")
 
+#: the keystore's master key variable (--master-key-file's alternative), passed to workers as it is
+MASTER_KEY_ENV = "AUTHZ_MASTER_KEY"
 #: a worker that dies is started again after this many seconds
 RESTART_DELAY_S = 1.0
 
@@ -93,7 +103,8 @@ def supervise(settings: Settings) -> int:
 
 
 def _supervise(settings: Settings, aggregator: Any) -> int:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_")}  # the command line says it all
+    # the command line says it all, but for secrets, which never go on a command line
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_") or k in (TOKENS_ENV, MASTER_KEY_ENV)}
     procs: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
 

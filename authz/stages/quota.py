@@ -119,6 +119,20 @@ class KeyTemplate:
         return "|".join(parts), owner
 
 
+#: the key part of each fact that names one identity (``KeyTemplate.render``)
+_FACT_PREFIXES = {"ip": "ip", "subnet": "net", "subject": "sub", "key_id": "kid"}
+
+
+def fact_part(fact: str, value: str) -> str:
+    """The key part ``KeyTemplate.render`` makes of one identity fact's value (the admin API's client state).
+
+    :param fact: ``ip`` or ``subnet`` (value: the address or network), ``subject`` or ``key_id``;
+        ``client`` is ``subject`` for a subject and ``ip`` for an address, so pass those
+    """
+    prefix = _FACT_PREFIXES[fact]
+    return f"{prefix}:{value}" if prefix in ("ip", "net") else f"{prefix}:{_bounded(value)}"
+
+
 def _claim(claims: dict[str, Any] | None, name: str) -> str:
     if not claims:
         return ""
@@ -324,4 +338,4 @@ def _cooldown(node: Node) -> Cooldown:
     )
 
 
-__all__ = ["DistinctLimit", "KeyTemplate", "Quota", "compile_quotas"]
+__all__ = ["DistinctLimit", "KeyTemplate", "Quota", "compile_quotas", "fact_part"]

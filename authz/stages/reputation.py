@@ -142,6 +142,25 @@ def _part(value: str) -> str:
     return "h:" + hashlib.sha256(value.encode()).hexdigest()[:24]
 
 
+#: the prefix of each identity kind's state key (``ReputationStage.identities_of``)
+KEY_PREFIXES = {"ip": "ip", "subnet": "net", "subnet6": "net", "subject": "sub", "key_id": "kid", "session": "sess", "device": "dev"}
+
+
+def identity_key(kind: str, value: str, method: str = "") -> str:
+    """The state key of one identity, as ``identities_of`` forms it (the admin API's client state).
+
+    :param kind: a key of ``KEY_PREFIXES``
+    :param value: the address, the network (``203.0.113.0/24``), the subject, the key id, the session or device id
+    :param method: the authentication method that proved a subject or a key id (``jwt:okta``)
+    """
+    prefix = KEY_PREFIXES[kind]
+    if kind in ("ip", "subnet", "subnet6"):
+        return f"{prefix}:{value}"
+    if kind in ("subject", "key_id"):
+        return f"{prefix}:{method}:{_part(value)}"
+    return f"{prefix}:{_part(value)}"
+
+
 class Bucket(Protocol):
     """What a throttle needs of a bucket quota (authz.stages.quota.Quota): stages meet only through types like this."""
 
@@ -791,6 +810,7 @@ __all__ = [
     "RouteReputation",
     "compile_reputation",
     "compile_route_reputation",
+    "identity_key",
     "outcome_evidence",
     "parse_feedback",
     "signal_for",

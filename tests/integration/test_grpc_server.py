@@ -1,5 +1,5 @@
 """The gRPC server over real sockets: every reason over the wire, malformed
-requests, health, reflection, the admin API, and SIGTERM draining."""
+requests, health, reflection, the admin API (on its own listener), and SIGTERM draining."""
 
 from __future__ import annotations
 
@@ -21,14 +21,17 @@ from authz.admin.v1 import admin_pb2, admin_pb2_grpc
 from authz.errors import ConfigError
 from authz.server.app import App
 from authz.settings import Settings
+from tests.support.admin import bearer, new_token
 from tests.support.procs import start_authz
 
 POLICY = Path(__file__).parent / "policies" / "grpc_server.yaml"
+TOKEN = new_token()
 
 
 @pytest.fixture
-async def app() -> AsyncIterator[App]:
-    a = App(Settings(config=str(POLICY), grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", grace=1.0, drain=0.0))
+async def app(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
+    monkeypatch.setenv("AUTHZ_ADMIN_TOKENS", f"tests:{TOKEN}")
+    a = App(Settings(config=str(POLICY), grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", admin_listen="127.0.0.1:0", grace=1.0, drain=0.0))
     await a.start()
     yield a
     await a.stop()
@@ -108,7 +111,7 @@ async def test_undecodable_requests_get_a_deny_not_an_error(channel: grpc.aio.Ch
 
 async def test_health_reports_serving_for_every_service(app: App, channel: grpc.aio.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
-    for name in ("", "envoy.service.auth.v3.Authorization", "authz.admin.v1.Decisions"):
+    for name in ("", "envoy.service.auth.v3.Authorization", "envoy.service.accesslog.v3.AccessLogService"):
         resp = await stub.Check(health_pb2.HealthCheckRequest(service=name))
         assert resp.status == health_pb2.HealthCheckResponse.SERVING, name
 
@@ -119,36 +122,39 @@ async def test_reflection_lists_every_service(app: App) -> None:
         with grpc.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
             db = ProtoReflectionDescriptorDatabase(ch)
             services = set(db.get_services())
-            # and the admin API's messages resolve through reflection, as grpcurl needs
-            db.FindFileContainingSymbol("authz.admin.v1.Decisions")
+            # and the services' messages resolve through reflection, as grpcurl needs
+            db.FindFileContainingSymbol("envoy.service.auth.v3.Authorization")
             return services
 
     services = await asyncio.to_thread(list_services)
+    # the admin API is on the admin listener only
     assert services == {
         "envoy.service.auth.v3.Authorization",
         "envoy.service.accesslog.v3.AccessLogService",
-        "authz.admin.v1.Decisions",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }
 
 
-async def test_admin_api_finds_decisions_by_id_and_filter(channel: grpc.aio.Channel) -> None:
+async def test_admin_api_finds_decisions_by_id_and_filter(app: App, channel: grpc.aio.Channel) -> None:
     stub = external_auth_pb2_grpc.AuthorizationStub(channel)
     denied = await stub.Check(check("/%61dmin/x", peer="172.16.2.2"))
     decision_id = denied.dynamic_metadata["decision_id"]
     await stub.Check(check("/v1/fine", peer="172.16.2.3"))
-    admin = admin_pb2_grpc.DecisionsStub(channel)
-    got = await admin.GetDecision(admin_pb2.GetDecisionRequest(id=decision_id))
+    admin_channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.admin_port}")
+    admin = admin_pb2_grpc.DecisionsStub(admin_channel)
+    md = bearer(TOKEN)
+    got = await admin.GetDecision(admin_pb2.GetDecisionRequest(id=decision_id), metadata=md)
     assert (got.reason, got.http_status, got.route, got.client_ip, got.door) == ("route.deny", 403, "admin", "172.16.2.2", "grpc")
     assert (got.path, got.route_path) == ("/%61dmin/x", "/admin/x")  # as sent, and as routed
-    listed = await admin.ListDecisions(admin_pb2.ListDecisionsRequest(filter=admin_pb2.DecisionFilter(outcome="allow")))
+    listed = await admin.ListDecisions(admin_pb2.ListDecisionsRequest(filter=admin_pb2.DecisionFilter(outcome="allow")), metadata=md)
     assert [d.path for d in listed.decisions] == ["/v1/fine"]
-    listed = await admin.ListDecisions(admin_pb2.ListDecisionsRequest(filter=admin_pb2.DecisionFilter(reason="route.")))
+    listed = await admin.ListDecisions(admin_pb2.ListDecisionsRequest(filter=admin_pb2.DecisionFilter(reason="route.")), metadata=md)
     assert [d.id for d in listed.decisions] == [decision_id]
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await admin.GetDecision(admin_pb2.GetDecisionRequest(id="nope"))
+        await admin.GetDecision(admin_pb2.GetDecisionRequest(id="nope"), metadata=md)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    await admin_channel.close()
 
 
 async def test_reload_keeps_running_policy_when_new_file_is_bad(tmp_path: Path) -> None:

@@ -57,6 +57,19 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+def free_pair(host: str = LOOPBACK) -> int:
+    """A free port whose successor is free too (with --workers, worker i listens on the base port + i)."""
+    for _ in range(50):
+        base = free_port(host)
+        try:
+            with socket.socket() as s:
+                s.bind((host, base + 1))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no two consecutive free ports")
+
+
 def wait_port(host: str, port: int, timeout: float = 10.0, proc: Proc | None = None) -> None:
     """Wait until something accepts TCP connections on host:port.
 
@@ -256,6 +269,7 @@ def start_authz(
     timeout: float = 20.0,
     drain: float | None = 0.0,
     credentials: Any = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[Proc, int]:
     """Run ``authz serve`` on a free loopback port and wait for gRPC health SERVING.
 
@@ -266,6 +280,9 @@ def start_authz(
     is the returned port. ``drain`` is ``--drain``: 0 so that stopping takes no
     time, None for the server's default; ``extra_args`` with ``--drain`` win.
     ``credentials`` (grpc.ssl_channel_credentials) wait for a TLS listener.
+    The admin listener gets a free port (``proc.ports["admin"]``) unless
+    ``extra_args`` say ``--admin-listen``; it serves only with a credential
+    (``env`` may hold ``AUTHZ_ADMIN_TOKENS``, added to the environment).
     The caller owns the returned Proc (use it in ``with`` or call ``stop()``).
     """
     grpc_port = port or free_port()
@@ -278,6 +295,10 @@ def start_authz(
     if not any(a == "--no-metrics" or a.startswith("--metrics-listen") for a in extra_args):
         ports["metrics"] = free_port()
         metrics_args = ["--metrics-listen", f"{LOOPBACK}:{ports['metrics']}"]
+    admin_args: list[str] = []
+    if not any(a.startswith("--admin-listen") for a in extra_args):
+        ports["admin"] = free_port()
+        admin_args = ["--admin-listen", f"{LOOPBACK}:{ports['admin']}"]
     drain_args: list[str] = []
     if drain is not None and not any(a == "--drain" or a.startswith("--drain=") for a in extra_args):
         drain_args = ["--drain", str(drain)]
@@ -287,11 +308,12 @@ def start_authz(
         "--grpc-listen", f"{LOOPBACK}:{grpc_port}",
         *http_args,
         *metrics_args,
+        *admin_args,
         *drain_args,
         "--log-level", "info",
         *extra_args,
     ]  # fmt: skip
-    proc = Proc(args, name="authz").start()
+    proc = Proc(args, name="authz", env=env).start()
     proc.ports = ports
     try:
         wait_grpc_serving(f"{LOOPBACK}:{grpc_port}", timeout=timeout, proc=proc, credentials=credentials)
@@ -639,6 +661,7 @@ __all__ = [
     "envoy_ports",
     "envoy_stat",
     "failure_sections",
+    "free_pair",
     "free_port",
     "http_request",
     "render_envoy_config",
