@@ -136,14 +136,14 @@ def redis_notes(rows: list[Row], duration_s: float) -> str:
 
 
 def workers_table(rows: list[Row]) -> str:
-    lines: list[tuple[str, ...]] = [("", "worker", "decision ids", "decisions", "share", "CPU µs/dec")]
+    lines: list[tuple[str, ...]] = [("", "worker", "endpoint", "Checks", "share", "CPU µs/dec")]
     for r in rows:
         if not r.workers:
             continue
         total = sum(w.decisions for w in r.workers)
         for w in r.workers:
             share = f"{w.decisions / total:.2f}" if total else "-"
-            lines.append((f"({r.key})", str(w.index), f"{w.prefix}-*", f"{w.decisions:,}", share, f"{w.cpu_us_per_decision:,.0f}" if w.decisions else "-"))
+            lines.append((f"({r.key})", str(w.index), w.endpoint, f"{w.decisions:,}", share, f"{w.cpu_us_per_decision:,.0f}" if w.decisions else "-"))
         lines.append((f"({r.key})", "all", f"Envoy counted {r.decisions:,}", f"{total:,}", "", _us(r, "server")))
     return _render(lines) if len(lines) > 1 else ""
 

@@ -8,10 +8,11 @@ right after it ends (never across the warm-up):
   Envoy answered in the interval went through the authorization in front of
   its route), or the count a direct client reports;
 * Redis: ``CONFIG RESETSTAT`` at the start, ``INFO commandstats`` at the end;
-* workers: the newest decision id of each authz worker (Admin API
-  ``ListDecisions``, limit 1). A decision id is ``<process prefix>-<counter>``,
-  the counter counting that process's decisions from 1, so the difference of
-  the counters is how many decisions that very process made.
+* workers: Envoy's request count per endpoint of the ``authz`` cluster (its
+  admin ``/clusters``: ``authz::127.0.0.1:9191::rq_total::N``); each worker
+  listens on a port of its own, so the difference is how many Checks that
+  very worker answered. (The admin API, which could tell a process's
+  decisions by their id counter, is served by worker 0 alone.)
 """
 
 from __future__ import annotations
@@ -39,33 +40,24 @@ def envoy_counter(admin_port: int, name: str) -> int:
         return parse_envoy_counter(resp.read().decode(), name)
 
 
-def parse_decision_id(decision_id: str) -> tuple[str, int]:
-    """``"7f3a91c0d2e4-00000000001a"`` -> (``"7f3a91c0d2e4"``, 26): the process's prefix and its counter."""
-    prefix, sep, counter = decision_id.rpartition("-")
-    if not sep or not prefix or not counter:
-        raise ValueError(f"not a decision id: {decision_id!r}")
-    return prefix, int(counter, 16)
+def parse_endpoint_requests(text: str, cluster: str) -> dict[int, int]:
+    """Port -> ``rq_total`` of each endpoint of ``cluster`` from Envoy's plain-text ``/clusters``."""
+    out: dict[int, int] = {}
+    for m in re.finditer(rf"^{re.escape(cluster)}::[^:]+:(\d+)::rq_total::(\d+)$", text, re.M):
+        out[int(m.group(1))] = int(m.group(2))
+    return out
 
 
-def newest_decision(grpc_port: int) -> tuple[str, int]:
-    """(prefix, counter) of the newest decision of the authz process on ``grpc_port``; ("", 0) before its first."""
-    import grpc
-
-    from authz.admin.v1 import admin_pb2, admin_pb2_grpc
-
-    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-        stub = admin_pb2_grpc.DecisionsStub(channel)
-        listed = stub.ListDecisions(admin_pb2.ListDecisionsRequest(limit=1), timeout=5)
-    if not listed.decisions:
-        return "", 0
-    return parse_decision_id(listed.decisions[0].id)
+def endpoint_requests(admin_port: int, cluster: str = "authz") -> dict[int, int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/clusters", timeout=5) as resp:
+        return parse_endpoint_requests(resp.read().decode(), cluster)
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerCount:
     index: int
-    prefix: str  # the worker's decision-id prefix
-    decisions: int  # decisions it made in the measured interval
+    endpoint: str  # the worker's address, as Envoy's cluster names it
+    decisions: int  # Checks Envoy sent it in the measured interval
     cpu_us_per_decision: float  # its own CPU over the interval / its own decisions
 
 
@@ -88,6 +80,7 @@ class Meter:
     :param count: the decision count so far (Envoy's counter), or None when the caller counts
     :param redis_port: the Redis whose commands are counted, if any
     :param worker_ports: the gRPC port of each authz worker whose decisions are counted, if any
+    :param envoy_admin: Envoy's admin port, which counts the requests sent to each worker
     """
 
     def __init__(
@@ -98,17 +91,19 @@ class Meter:
         redis_port: int | None = None,
         worker_ports: Sequence[int] = (),
         worker_pids: Callable[[], list[int]] | None = None,
+        envoy_admin: int | None = None,
     ) -> None:
         self.roles = roles
         self.count = count
         self.redis_port = redis_port
         self.worker_ports = list(worker_ports)
         self.worker_pids = worker_pids
+        self.envoy_admin = envoy_admin
 
     def start(self) -> None:
         self.pids = {role: get() for role, get in self.roles.items()}
         self.wpids = self.worker_pids() if self.worker_pids else []
-        self.workers0 = [newest_decision(p) for p in self.worker_ports]
+        self.workers0 = self._per_worker()
         self.redis = None
         if self.redis_port is not None:
             # one connection for the reset and the reading, opened before: its set-up is not counted
@@ -119,6 +114,11 @@ class Meter:
         self.cpu0 = procstat.cpu_by_role(self.pids)
         self.wcpu0 = [procstat.cpu_seconds([p]) for p in self.wpids]
         self.t0 = time.monotonic()
+
+    def _per_worker(self) -> dict[int, int]:
+        if not self.worker_ports or self.envoy_admin is None:
+            return {}
+        return endpoint_requests(self.envoy_admin)
 
     def stop(self, counted: int | None = None) -> Measured:
         """``counted``: the decisions the caller counted itself (without an Envoy counter)."""
@@ -131,11 +131,9 @@ class Meter:
             with self.redis:
                 rt = redisbench.round_trips(redisbench.read_calls(self.redis), decisions)
         workers = []
-        for i, (port, (prefix0, n0)) in enumerate(zip(self.worker_ports, self.workers0, strict=True)):
-            prefix, n = newest_decision(port)
-            if prefix0 and prefix != prefix0:
-                raise RuntimeError(f"worker {i} (port {port}) changed its decision-id prefix: it was restarted")
-            made = n - n0
+        after = self._per_worker()
+        for i, port in enumerate(self.worker_ports):
+            made = after.get(port, 0) - self.workers0.get(port, 0)
             own = wcpu[i] if i < len(wcpu) else 0.0
-            workers.append(WorkerCount(i, prefix, made, procstat.per_unit(own, made)))
+            workers.append(WorkerCount(i, f"127.0.0.1:{port}", made, procstat.per_unit(own, made)))
         return Measured(elapsed, decisions, cpu, rt, workers)

@@ -239,7 +239,7 @@ def _measure(
     counter = f"http.{stat_prefix}.downstream_rq_completed"
     meter = Meter(
         _roles(envoy, behind), lambda: envoy_counter(admin, counter),
-        redis_port=behind.redis_port, worker_ports=behind.worker_ports, worker_pids=behind.worker_pids,
+        redis_port=behind.redis_port, worker_ports=behind.worker_ports, worker_pids=behind.worker_pids, envoy_admin=admin,
     )  # fmt: skip
     meter.start()
     res = wrk.measure(url, run.wrk, headers=hdrs, prefix=prefix, script=measured_script)

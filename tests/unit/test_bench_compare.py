@@ -42,7 +42,7 @@ def test_a_document_survives_json(tmp_path: Path) -> None:
     back = results.load(path)
     assert back["rows"][1]["ref"] == "h"
     assert back["rows"][1]["latency"]["p99_ms"] == 2.0
-    assert back["rows"][1]["workers"][0] == {"index": 0, "prefix": "abc", "decisions": 7000, "cpu_us_per_decision": 700}
+    assert back["rows"][1]["workers"][0] == {"index": 0, "endpoint": "abc", "decisions": 7000, "cpu_us_per_decision": 700}
     path.write_text('{"version": 99}')
     with pytest.raises(ValueError):
         results.load(path)

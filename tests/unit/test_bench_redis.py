@@ -71,9 +71,14 @@ def test_envoy_counter_matches_the_whole_name() -> None:
         meter.parse_envoy_counter(text, "http.ingress.downstream_rq_completed")
 
 
-def test_decision_ids_give_the_process_prefix_and_its_counter() -> None:
-    assert meter.parse_decision_id("7f3a91c0d2e4-00000000001a") == ("7f3a91c0d2e4", 26)
-    with pytest.raises(ValueError):
-        meter.parse_decision_id("no-counter-")
-    with pytest.raises(ValueError):
-        meter.parse_decision_id("nodash")
+def test_requests_per_endpoint_of_one_cluster_from_envoys_clusters_page() -> None:
+    text = (
+        "authz::observability_name::authz\n"
+        "authz::127.0.0.1:9191::rq_total::3152\n"
+        "authz::127.0.0.1:9192::rq_total::3136\n"
+        "authz::127.0.0.1:9192::rq_error::4\n"
+        "upstream::127.0.0.1:8080::rq_total::99\n"
+        "authz_other::127.0.0.1:7000::rq_total::5\n"
+    )
+    assert meter.parse_endpoint_requests(text, "authz") == {9191: 3152, 9192: 3136}
+    assert meter.parse_endpoint_requests(text, "missing") == {}
