@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 FUZZ_EXAMPLES ?= 20000
 FUZZ_SEED ?=
 
-.PHONY: run install protos lint test fuzz bench simulate demo clean
+.PHONY: run install protos lint test fuzz bench soak simulate demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,13 @@ fuzz: $(VENV)/.installed-test
 bench: $(VENV)/.installed-bench
 	scripts/system-deps wrk redis-server
 	$(BIN)/python -m bench
+
+## soak: 100k identities pass after pass for 10 minutes on the memory store, authz's RSS after each
+## pass (bounded: it stops by itself; SOAK_SECONDS=N, SOAK_IDENTITIES=N)
+SOAK_SECONDS ?= 600
+SOAK_IDENTITIES ?= 100000
+soak: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS) --identities $(SOAK_IDENTITIES)
 
 ## simulate: seeded traffic (people, integrations, agents, attackers) through the real pipeline;
 ## a confusion table per traffic class and seed, exit 1 if a target is missed (SEEDS="1 2 3")

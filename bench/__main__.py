@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         wt = workers_table(rows)
         if wt:
             print()
-            print("decisions per worker (each worker's decision-id counter over the measured interval)")
+            print("decisions per worker (Envoy's requests to each worker's endpoint over the measured interval)")
             print(wt)
         if any(r.latency is not None or r.latency_note for r in rows):
             print()

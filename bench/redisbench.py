@@ -62,8 +62,14 @@ def command_calls(info: Mapping[str, Any]) -> dict[str, int]:
 
 
 def lua_commands(lua_text: str) -> set[str]:
-    """The commands a Lua script calls (``redis.call('GET', ...)``, ``redis.pcall("SET", ...)``), lower case."""
-    return {m.lower() for m in re.findall(r"redis\.p?call\(\s*['\"]([A-Za-z|]+)['\"]", lua_text)}
+    """The commands a Lua script calls, lower case.
+
+    Directly (``redis.call('GET', ...)``, ``redis.pcall("SET", ...)``) or through
+    the batch script's ``read`` / ``write`` helpers (``write('HSET', ...)``),
+    which are redis.call itself when a batch is applied.
+    """
+    pattern = r"(?:redis\.p?call|\bread|\bwrite)\(\s*['\"]([A-Za-z|]+)['\"]"
+    return {m.lower() for m in re.findall(pattern, lua_text)}
 
 
 def script_commands(lua_dir: Path = LUA_DIR) -> frozenset[str]:

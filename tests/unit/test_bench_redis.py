@@ -44,9 +44,11 @@ def test_round_trips_with_two_evalsha_per_decision_shows_two() -> None:
 def test_lua_commands_and_authz_scripts() -> None:
     text = "local v = redis.call('GET', KEYS[1])\nredis.pcall(\"PEXPIRE\", KEYS[1], ttl)\nlocal s = 'redis.call'\n"
     assert redisbench.lua_commands(text) == {"get", "pexpire"}
+    # the batch script's helpers: read('HGETALL', k) and write('HSET', k, ...) are redis.call when applying
+    assert redisbench.lua_commands("local raw = read('HGETALL', k[1])\nwrite('HSET', k[1], unpack(f))\nrewrite('X')") == {"hgetall", "hset"}
     scripted = redisbench.script_commands()
-    # the batch script reads and writes buckets; EVALSHA itself is never called from a script
-    assert {"get", "set", "pexpire"} <= scripted
+    # the batch script reads and writes buckets and reputation hashes; EVALSHA itself is never called from a script
+    assert {"get", "set", "pexpire", "hset", "pttl"} <= scripted
     assert "evalsha" not in scripted and "ping" not in scripted
 
 
