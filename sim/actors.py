@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import random
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,7 @@ def item(rng: random.Random, missing: float = 0.01) -> tuple[str, int]:
 
 
 @dataclass
-class Actor:
+class Actor(ABC):
     """One sender. ``label`` is its traffic class; ``sent`` counts its requests."""
 
     label: str
@@ -92,11 +93,13 @@ class Actor:
     def first(self) -> int:
         return self.start_ms
 
+    @abstractmethod
     def request(self, now: int, rng: random.Random) -> Send | None:
-        raise NotImplementedError
+        """The actor's next request at ``now``, or None when it has nothing to send."""
 
+    @abstractmethod
     def gap(self, rng: random.Random) -> int:
-        raise NotImplementedError
+        """Milliseconds until the actor's next request."""
 
     def answered(self, decision: Any, status: int) -> None:
         """What the answer teaches the sender: by default, a session cookie on the first allow."""
