@@ -97,11 +97,17 @@ class MemoryStore(Store):
             return
         second = expires_ms // 1000
         entry = self._data.get(key)
-        if entry is not None and entry[2] == second:
+        if entry is not None:
             entry[0] = value
             entry[1] = expires_ms
-            return
-        self._data[key] = [value, expires_ms, second]
+            if entry[2] <= second:
+                # already in the wheel at or before its new expiry: the sweep of that second
+                # finds it alive and moves it on, so a key is in the wheel once, however often
+                # it is written (one entry per write would grow with traffic, not with keys)
+                return
+            entry[2] = second  # expiring sooner than it is scheduled: schedule it (again) earlier
+        else:
+            self._data[key] = [value, expires_ms, second]
         slot = self._wheel.get(second)
         if slot is None:
             self._wheel[second] = [key]
@@ -114,8 +120,19 @@ class MemoryStore(Store):
         for second in [s for s in wheel if s < now_s]:
             for key in wheel.pop(second):
                 entry = data.get(key)
-                if entry is not None and entry[2] == second and entry[1] <= now_ms:
+                if entry is None or entry[2] != second:
+                    continue  # forgotten, or scheduled earlier since (and swept there)
+                if entry[1] <= now_ms:
                     del data[key]
+                    continue
+                # written again since it was scheduled: it expires later, so it moves to that second
+                later = entry[1] // 1000
+                entry[2] = later
+                slot = wheel.get(later)
+                if slot is None:
+                    wheel[later] = [key]
+                else:
+                    slot.append(key)
         self._swept_s = now_s
 
     def ttl_ms(self, key: str, now_ms: int) -> int | None:
@@ -127,6 +144,10 @@ class MemoryStore(Store):
 
     def key_names(self) -> list[str]:
         return list(self._data)
+
+    def scheduled(self) -> int:
+        """How many entries the timing wheel holds (at most one per key, however often it is written)."""
+        return sum(len(keys) for keys in self._wheel.values())
 
     async def ping(self) -> bool:
         return True

@@ -252,6 +252,33 @@ async def test_memory_store_forgets_expired_keys() -> None:
     assert len(store) == 0
 
 
+async def test_memory_store_schedules_a_key_once_however_often_it_is_written() -> None:
+    # a reputation hash is rewritten on every request, each time expiring later: the sweep's
+    # wheel must grow with the keys, never with the writes
+    store = MemoryStore(epoch_ms=T0)
+    for i in range(5000):
+        await store.apply([Reputation("ip:192.0.2.1", half_life_ms=600_000, ttl_ms=3_600_000)], T0 + i * 100)
+    assert len(store) == 1 and store.scheduled() == 1
+    last = T0 + 4999 * 100
+    # swept at the second it was first scheduled for, it is alive and moves to its real expiry...
+    await store.apply([], T0 + 3_600_000 + 1_000)
+    assert len(store) == 1 and store.scheduled() == 1
+    # ...where it goes
+    await store.apply([], last + 3_600_000 + 1_000)
+    assert len(store) == 0 and store.scheduled() == 0
+
+
+async def test_memory_store_expires_a_key_written_to_expire_sooner() -> None:
+    store = MemoryStore(epoch_ms=T0)
+    await store.apply([ClaimOnce("n:k:long", ttl_ms=60_000, created_ms=T0)], T0)
+    # the same key, rewritten to expire in 1 s (a bucket whose window shrank on reload, say)
+    await store.apply([ClaimOnce("n:k:long", ttl_ms=60_000, created_ms=T0)], T0 + 61_000)
+    store._put("n:k:long", "x", T0 + 62_000)
+    store._put("n:k:long", "x", T0 + 61_500)
+    await store.apply([], T0 + 63_000)
+    assert "n:k:long" not in store.key_names()
+
+
 # -- reputation ------------------------------------------------------------------------
 
 HOUR = 3_600_000
