@@ -21,6 +21,7 @@ import hmac
 import os
 import re
 import secrets
+import string
 from dataclasses import dataclass, field, replace
 
 from authz.keys.errors import FailedPrecondition, InvalidArgument
@@ -92,14 +93,23 @@ def check_fields(name: str, owner: str, tier: str) -> None:
         raise InvalidArgument("a tier is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
 
 
+#: an id's characters: letters and digits only (71 bits in 12), so an id never starts with '-'
+#: (a command line would read it as an option) and never holds the key's '_' separator
+ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def _new_id() -> str:
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_CHARS))
+
+
 def new(name: str, owner: str, tier: str, expires_ms: int, now_ms: int, taken: set[str] | frozenset[str] = frozenset()) -> tuple[ApiKey, str]:
     """A new key and its full text (to return once)."""
     check_fields(name, owner, tier)
     if expires_ms and expires_ms <= now_ms:
         raise InvalidArgument("expires_ms is in the past (0: never)")
-    key_id = secrets.token_urlsafe(9)
+    key_id = _new_id()
     while key_id in taken:
-        key_id = secrets.token_urlsafe(9)
+        key_id = _new_id()
     secret = secrets.token_bytes(SECRET_BYTES)
     salt = os.urandom(16)
     record = ApiKey(key_id, name, owner, tier, now_ms, expires_ms, 0, salt, _digest(salt, secret))

@@ -84,7 +84,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory, echo_upstream: EchoUpstream)
         try:
             ports = {"admin": free_port(), "ingress": free_port(), "upstream": echo_upstream.port, "authz": authz_port}
             envoy, _ = start_envoy(render_envoy_config(ENVOY_YAML, ports))
-            yield Stack(f"http://127.0.0.1:{ports['ingress']}", site, key, time.time())
+            st = Stack(f"http://127.0.0.1:{ports['ingress']}", site, key, time.time())
+            # the first agent request makes authz fetch the directory over HTTPS; on a busy machine that
+            # can outlast Envoy's 250 ms check timeout (a 503 for that one request, the fetch completing
+            # in authz): warm the cache once, so the tests see the cached path they are about
+            for _ in range(10):
+                warm = st.url("/agents/warm")
+                if http_request(warm, headers=agent_headers(st, warm))[0] != 503:
+                    break
+                time.sleep(0.2)
+            yield st
         finally:
             if envoy is not None:
                 envoy.stop()

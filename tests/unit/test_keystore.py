@@ -385,3 +385,12 @@ async def test_names_of_the_keys_file_are_not_taken(tmp_path: pathlib.Path, ks: 
     await ks.create_key("fresh", "hmac-sha256")
     ring = policy.keyring
     assert {k.id: k.source for k in ring} == {"legacy": "file", "fresh.v1": "keystore"}
+
+
+def test_api_key_ids_are_letters_and_digits() -> None:
+    # an id is typed on command lines (authz apikeys revoke ID): one starting with '-' would read as an option
+    from authz.keys import apikeys
+
+    ids = [apikeys.new("k", "alice", "", 0, 1, frozenset())[0].id for _ in range(3000)]
+    assert all(len(i) == apikeys.ID_CHARS and i.isascii() and i.isalnum() for i in ids)
+    assert len(set(ids)) == len(ids)
