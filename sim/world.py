@@ -135,9 +135,13 @@ class World:
         self.forger_key = ed25519.Ed25519PrivateKey.generate()
         (base / "keys.yaml").write_text(f"keys:\n  - {{id: shop-hs, algorithm: HS256, secret: {secret}}}\n")
         (base / "agent.json").write_text(json.dumps({"keys": [ed25519_jwk(self.agent_key)]}))
-        (base / "challenge.key").write_bytes(os.urandom(32))
+        (base / "challenge.key").write_text(base64.b64encode(os.urandom(48)).decode() + "\n")  # as `openssl rand -base64 48` writes it
         (base / "policy.yaml").write_text((HERE / "policy.yaml").read_text())
-        self.policy = load_policy(str(base / "policy.yaml"))
+        try:
+            self.policy = load_policy(str(base / "policy.yaml"))
+        except BaseException:
+            self._tmp.cleanup()  # the caller gets no World to close
+            raise
         self.clock = FixedClock(T0)
         self.engine = Engine(self.policy, MemoryStore(epoch_ms=T0 - 60_000), clock=self.clock, ids=DecisionIds("sim"))
         self.engine.trust_request_time = True
