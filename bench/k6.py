@@ -31,11 +31,8 @@ from typing import Any
 
 PERCENTILES = ("p(50)", "p(99)", "p(99.9)")
 
-SCRIPT = """\
-import http from 'k6/http';
-
-const headers = JSON.parse(__ENV.BENCH_HEADERS || '{}');
-
+#: the open-loop executor both scripts run: a fixed arrival rate, whatever the answers' pace
+OPTIONS = """\
 export const options = {
   discardResponseBodies: true,
   summaryTrendStats: ['p(50)', 'p(99)', 'p(99.9)', 'max', 'count'],
@@ -51,7 +48,14 @@ export const options = {
     },
   },
 };
+"""
 
+SCRIPT = """\
+import http from 'k6/http';
+
+const headers = JSON.parse(__ENV.BENCH_HEADERS || '{}');
+
+""" + OPTIONS + """
 export default function () {
   http.get(__ENV.BENCH_URL, { headers: headers, timeout: '5s' });
 }
@@ -67,22 +71,7 @@ import { Counter } from 'k6/metrics';
 const requests = new SharedArray('requests', function () { return JSON.parse(open(__ENV.BENCH_REQUESTS)); });
 const pastEnd = new Counter('bench_past_end');
 
-export const options = {
-  discardResponseBodies: true,
-  summaryTrendStats: ['p(50)', 'p(99)', 'p(99.9)', 'max', 'count'],
-  scenarios: {
-    fixed_rate: {
-      executor: 'constant-arrival-rate',
-      rate: Number(__ENV.BENCH_RATE),
-      timeUnit: '1s',
-      duration: __ENV.BENCH_DURATION,
-      preAllocatedVUs: Number(__ENV.BENCH_VUS),
-      maxVUs: Number(__ENV.BENCH_MAX_VUS),
-      gracefulStop: '2s',
-    },
-  },
-};
-
+""" + OPTIONS + """
 export default function () {
   const i = exec.scenario.iterationInTest;
   if (i >= requests.length) {
